@@ -1,0 +1,1 @@
+"""Adapters: the hypervisors, storage drivers and stores behind the domain ports."""

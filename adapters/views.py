@@ -1,0 +1,153 @@
+"""
+View tables in the store's own database, kept current by a poller over the notification
+log that writes rows and its tracking position in one transaction (eventsourcing's
+ProjectionRunner needs subscriptions, which SQLite lacks).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from vmsnap.adapters.store import EventLog
+from vmsnap.projections.rows import TABLES, Doc, MemoryRows
+
+TRACKING = "view_tracking"
+Projector = Callable[[Any, Any, int], None]
+
+
+def _table(name: str) -> str:
+    return f"view_{name}"
+
+
+class CursorRows:
+    """
+    :class:`~vmsnap.projections.rows.Rows` on an open SQLite cursor (inside a transaction).
+    """
+
+    def __init__(self, cursor: Any) -> None:
+        self.c = cursor
+
+    def get(self, table: str, key: str) -> Doc | None:
+        self.c.execute(f"SELECT doc FROM {_table(table)} WHERE key=?", (key,))
+        row = self.c.fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def put(self, table: str, key: str, doc: Doc, seq: int) -> None:
+        cols = TABLES[table]
+        values = [doc.get(col) for col in cols]
+        names = ", ".join(("key", "seq", *cols, "doc"))
+        marks = ", ".join("?" * (len(cols) + 3))
+        updates = ", ".join(f"{col}=excluded.{col}" for col in (*cols, "doc"))
+        self.c.execute(
+            f"INSERT INTO {_table(table)} ({names}) VALUES ({marks}) "
+            f"ON CONFLICT(key) DO UPDATE SET {updates}",
+            (key, seq, *values, json.dumps(doc, sort_keys=True)),
+        )
+
+    def delete(self, table: str, key: str) -> None:
+        self.c.execute(f"DELETE FROM {_table(table)} WHERE key=?", (key,))
+
+    def find(self, table: str, column: str, value: Any) -> list[Doc]:
+        assert column in TABLES[table]
+        self.c.execute(
+            f"SELECT doc FROM {_table(table)} WHERE {column}=? ORDER BY seq", (value,)
+        )
+        return [dict(json.loads(r[0])) for r in self.c.fetchall()]
+
+
+class SqliteViews:
+    """
+    The view tables of one store, their tracking position, and the queries on them.
+    """
+
+    def __init__(self, log: EventLog, project: Projector) -> None:
+        self.log = log
+        self.project = project
+        self.datastore = log.recorder.datastore  # type: ignore[attr-defined]
+        self._lock = threading.Lock()
+        self._create_tables()
+
+    def _create_tables(self) -> None:
+        with self.transaction() as c:
+            for table, cols in TABLES.items():
+                extra = "".join(f", {col}" for col in cols)
+                c.execute(
+                    f"CREATE TABLE IF NOT EXISTS {_table(table)} "
+                    f"(key TEXT PRIMARY KEY, seq INTEGER NOT NULL{extra}, doc TEXT NOT NULL)"
+                )
+                for col in cols:
+                    c.execute(
+                        f"CREATE INDEX IF NOT EXISTS {_table(table)}_{col} "
+                        f"ON {_table(table)} ({col}, seq)"
+                    )
+            c.execute(
+                f"CREATE TABLE IF NOT EXISTS {TRACKING} "
+                "(name TEXT PRIMARY KEY, position INTEGER NOT NULL)"
+            )
+            c.execute(f"INSERT OR IGNORE INTO {TRACKING} VALUES ('views', 0)")
+
+    @contextmanager
+    def transaction(self, *, commit: bool = True) -> Iterator[Any]:
+        with self.datastore.transaction(commit=commit) as c:
+            yield c
+
+    def catch_up(self) -> int:
+        """
+        Project every event recorded after the tracking position; return the new position.
+        """
+        with self._lock, self.transaction() as c:
+            # Write first, so this transaction holds the write lock before it reads:
+            # two processes catching up at once then take turns instead of failing.
+            c.execute(f"UPDATE {TRACKING} SET position=position WHERE name='views'")
+            c.execute(f"SELECT position FROM {TRACKING} WHERE name='views'")
+            position = int(c.fetchone()[0])
+            rows = CursorRows(c)
+            start = position
+            for page in self.log.pages(position + 1):
+                for n in page:
+                    self.project(self.log.mapper.to_domain_event(n), rows, n.id)
+                position = page[-1].id
+            if position != start:
+                c.execute(f"UPDATE {TRACKING} SET position=? WHERE name='views'", (position,))
+            return position
+
+    def position(self) -> int:
+        with self.transaction(commit=False) as c:
+            c.execute(f"SELECT position FROM {TRACKING} WHERE name='views'")
+            return int(c.fetchone()[0])
+
+    def get(self, table: str, key: str) -> Doc | None:
+        with self.transaction(commit=False) as c:
+            return CursorRows(c).get(table, key)
+
+    def select(self, table: str, where: dict[str, Any], exclude_state: str | None = None) -> list[Doc]:
+        """
+        Rows of ``table`` matching ``where`` (indexed columns), in creation order.
+        """
+        clauses = [f"{col}=?" for col in where]
+        params = list(where.values())
+        if exclude_state is not None:
+            clauses.append("state!=?")
+            params.append(exclude_state)
+        sql = f"SELECT doc FROM {_table(table)}"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        with self.transaction(commit=False) as c:
+            c.execute(sql + " ORDER BY seq", params)
+            return [dict(json.loads(r[0])) for r in c.fetchall()]
+
+    def dump(self) -> MemoryRows:
+        """
+        Every stored row, for comparison with a rebuild from the log.
+        """
+        rows = MemoryRows()
+        with self.transaction(commit=False) as c:
+            for table in TABLES:
+                c.execute(f"SELECT key, seq, doc FROM {_table(table)}")
+                for key, seq, doc in c.fetchall():
+                    rows.tables[table][key] = (seq, json.loads(doc))
+        return rows

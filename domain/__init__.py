@@ -1,0 +1,1 @@
+"""The vmsnap domain: aggregates, the workflow machine, rules and ports. No I/O here."""

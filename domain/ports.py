@@ -1,0 +1,159 @@
+"""
+Ports: what the workflow needs from hypervisors, storage drivers and the inventory.
+
+Adapters implement them; any failure is raised as :class:`DriverError` (or any other
+exception, which the application service records the same way).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from vmsnap.domain.values import (
+    Capabilities,
+    HypervisorSnapshot,
+    PoolInfo,
+    QuiesceResult,
+    SnapshotRef,
+    VmInfo,
+    VolumeInfo,
+)
+
+
+class Hypervisor(ABC):
+    """
+    A hypervisor (the seed's HypervisorHelper plus the hypervisor's own VM snapshots).
+    """
+
+    name: str
+    #: vmware | xenserver | kvm (simulator profiles) or libvirt.
+    profile: str
+
+    @abstractmethod
+    def check_vm(self, vm: VmInfo) -> None:
+        """
+        Raise :class:`InvalidRequest` if the hypervisor does not know ``vm``.
+        Called during validation, before anything is recorded.
+        """
+
+    @abstractmethod
+    def quiesce(self, vm: VmInfo, snapshot: SnapshotRef, *, memory: bool) -> QuiesceResult:
+        """
+        Quiesce the VM for a storage snapshot: by default take a temporary hypervisor
+        snapshot (with guest quiesce where ``snapshot.quiesce`` asks and the
+        hypervisor honours it); on KVM freeze the guest's filesystems.
+        """
+
+    @abstractmethod
+    def unquiesce(
+        self, vm: VmInfo, snapshot: SnapshotRef, *, thaw: bool, release: str | None
+    ) -> str:
+        """
+        Thaw the guest when ``thaw``; release the temporary hypervisor snapshot named
+        ``release`` when given. Return a short description of what was done.
+        """
+
+    @abstractmethod
+    def take_vm_snapshot(
+        self, vm: VmInfo, snapshot: SnapshotRef, *, memory: bool
+    ) -> HypervisorSnapshot:
+        """
+        Take a VM snapshot with the hypervisor (the hypervisor strategy).
+        """
+
+    @abstractmethod
+    def revert_vm_snapshot(self, vm: VmInfo, name: str) -> None:
+        """
+        Revert the VM to the hypervisor snapshot ``name``.
+        """
+
+    @abstractmethod
+    def delete_vm_snapshot(self, vm: VmInfo, name: str) -> None:
+        """
+        Delete the hypervisor snapshot ``name``; deleting one that is gone succeeds.
+        """
+
+    @abstractmethod
+    def take_volume_snapshot(self, vm: VmInfo, volume: VolumeInfo, name: str) -> str:
+        """
+        Snapshot one volume through the hypervisor (volumes on the default driver).
+        """
+
+    @abstractmethod
+    def delete_volume_snapshot(self, vm: VmInfo, volume: VolumeInfo, name: str) -> None:
+        """
+        Delete a volume snapshot taken by :meth:`take_volume_snapshot`; idempotent.
+        """
+
+
+class StorageDriver(ABC):
+    """
+    A primary storage driver (the seed's fine-grained storage interface, option 2).
+    """
+
+    #: default | simulator | qcow2
+    driver: str
+    pool: PoolInfo
+
+    @abstractmethod
+    def capabilities(self) -> Capabilities:
+        """
+        Return what the pool advertises now.
+        """
+
+    @abstractmethod
+    def take_vm_snapshot(self, volumes: Sequence[VolumeInfo], snapshot: SnapshotRef) -> bool:
+        """
+        Snapshot the VM's ``volumes`` on this pool, in one shot or one by one.
+        Precondition: the VM is quiesced. Return whether the VM may be unquiesced
+        (its temporary hypervisor snapshot released) as far as this driver is concerned.
+        """
+
+    @abstractmethod
+    def revert_vm_snapshot(self, volumes: Sequence[VolumeInfo], snapshot: SnapshotRef) -> bool:
+        """
+        Revert ``volumes`` to the snapshot. Return True when done.
+        """
+
+    @abstractmethod
+    def delete_vm_snapshot(self, volumes: Sequence[VolumeInfo], snapshot: SnapshotRef) -> bool:
+        """
+        Delete the snapshot of ``volumes``; deleting one that is gone succeeds.
+        """
+
+    @abstractmethod
+    def take_snapshot(self, volume: VolumeInfo, name: str) -> str:
+        """
+        Take a volume snapshot named ``name``; return the backend's reference to it.
+        """
+
+    @abstractmethod
+    def delete_snapshot(self, volume: VolumeInfo, name: str) -> None:
+        """
+        Delete a volume snapshot; deleting one that is gone succeeds.
+        """
+
+
+class Inventory(ABC):
+    """
+    The VMs, volumes and pools vmsnap manages (from the config file).
+    """
+
+    @abstractmethod
+    def vms(self) -> Sequence[VmInfo]: ...
+
+    @abstractmethod
+    def pools(self) -> Sequence[PoolInfo]: ...
+
+    def vm(self, vm_id: str) -> VmInfo | None:
+        return next((v for v in self.vms() if v.id == vm_id), None)
+
+    def pool(self, pool_id: str) -> PoolInfo | None:
+        return next((p for p in self.pools() if p.id == pool_id), None)
+
+    def volumes(self) -> list[VolumeInfo]:
+        return [vol for vm in self.vms() for vol in vm.volumes]
+
+    def volume(self, volume_id: str) -> VolumeInfo | None:
+        return next((v for v in self.volumes() if v.id == volume_id), None)

@@ -1,0 +1,154 @@
+"""Immutable values of the domain (frozen, slotted attrs classes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+VOLUME_SNAPSHOT_QUIESCEVM = "VOLUME_SNAPSHOT_QUIESCEVM"
+STORAGE_SYSTEM_SNAPSHOT = "STORAGE_SYSTEM_SNAPSHOT"
+CAPABILITY_NAMES = (VOLUME_SNAPSHOT_QUIESCEVM, STORAGE_SYSTEM_SNAPSHOT)
+
+MAX_TEXT = 255
+POWER_STATES = ("Running", "Stopped")
+
+
+@attrs.frozen
+class Capabilities:
+    """
+    What a storage pool advertises (the seed's ``caps`` map of listStoragePools).
+    """
+
+    volume_snapshot_quiescevm: bool = False
+    storage_system_snapshot: bool = False
+
+    @classmethod
+    def from_dict(cls, caps: dict[str, Any]) -> Capabilities:
+        return cls(
+            volume_snapshot_quiescevm=bool(caps.get(VOLUME_SNAPSHOT_QUIESCEVM, False)),
+            storage_system_snapshot=bool(caps.get(STORAGE_SYSTEM_SNAPSHOT, False)),
+        )
+
+    def to_dict(self) -> dict[str, bool]:
+        return {
+            VOLUME_SNAPSHOT_QUIESCEVM: self.volume_snapshot_quiescevm,
+            STORAGE_SYSTEM_SNAPSHOT: self.storage_system_snapshot,
+        }
+
+
+@attrs.frozen
+class PoolInfo:
+    """
+    A primary storage pool from the inventory; ``driver`` names its storage driver.
+    """
+
+    id: str
+    name: str
+    driver: str
+
+
+@attrs.frozen
+class VolumeInfo:
+    """
+    A volume of a VM and the pool it lives on.
+    """
+
+    id: str
+    vm_id: str
+    pool_id: str
+    type: str = "DATADISK"
+
+
+@attrs.frozen
+class VmInfo:
+    """
+    A VM from the inventory: its hypervisor, power state and volumes.
+    """
+
+    id: str
+    hypervisor: str
+    power_state: str
+    volumes: tuple[VolumeInfo, ...] = attrs.field(converter=tuple)
+    domain: str | None = None
+
+
+@attrs.frozen
+class VolumeRef:
+    """
+    A volume as recorded in a snapshot: which pool held it at the time.
+    """
+
+    volume_id: str
+    pool_id: str
+
+
+@attrs.frozen
+class DriverGroup:
+    """
+    The volumes of one VM that one pool's driver snapshots in one call (the seed's
+    grouping by driver).
+    """
+
+    pool_id: str
+    driver: str
+    volume_ids: tuple[str, ...] = attrs.field(converter=tuple)
+
+
+@attrs.frozen
+class QuiesceResult:
+    """
+    What a hypervisor did when asked to quiesce a VM.
+
+    ``frozen``: the guest is frozen now and must be thawed whatever happens (KVM).
+    ``quiesced``: the guest's filesystems were quiesced while the volumes were captured.
+    ``hypervisor_snapshot``: the temporary hypervisor snapshot taken, if any.
+    """
+
+    frozen: bool
+    quiesced: bool
+    hypervisor_snapshot: str | None = None
+    detail: str = ""
+
+
+@attrs.frozen
+class HypervisorSnapshot:
+    """
+    A VM snapshot taken by the hypervisor itself (the hypervisor strategy).
+    """
+
+    name: str
+    quiesced: bool
+    memory: bool = False
+    detail: str = ""
+
+
+@attrs.frozen
+class SnapshotRef:
+    """
+    What a driver is told about the vmsnap snapshot it works for. ``name`` is the
+    backend snapshot name, derived from the snapshot id so that retries and
+    compensations find the same backend object.
+    """
+
+    id: str
+    vm_id: str
+    name: str
+    quiesce: bool = False
+
+
+def backend_name(snapshot_id: str) -> str:
+    """
+    Return the name a backend snapshot gets for the vmsnap snapshot ``snapshot_id``.
+    """
+    return f"vmsnap-{snapshot_id}"
+
+
+ATTRS_VALUES: tuple[type, ...] = (
+    Capabilities,
+    VolumeInfo,
+    VolumeRef,
+    DriverGroup,
+    QuiesceResult,
+    HypervisorSnapshot,
+)

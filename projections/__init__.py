@@ -1,0 +1,1 @@
+"""Read models: pure functions from vmsnap's events to view rows."""

@@ -1,0 +1,505 @@
+"""
+The application service: validates requests, claims the VM, runs the workflow through
+the adapters and answers from the views. The public face for an embedding controller.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, PersistenceError
+
+from vmsnap import config as config_module
+from vmsnap.adapters.store import EventLog, StoreUrl, open_log
+from vmsnap.adapters.views import SqliteViews
+from vmsnap.audit import Audit
+from vmsnap.bootstrap import Wiring, wire
+from vmsnap.config import Config
+from vmsnap.domain.exceptions import InvalidRequest, NotFound, OperationInProgress, StoreError
+from vmsnap.domain.pool import Pool
+from vmsnap.domain.rules import check_text, choose_strategy, default_name, group_by_driver
+from vmsnap.domain.snapshot_base import SnapshotAggregate
+from vmsnap.domain.values import Capabilities, VmInfo, VolumeRef
+from vmsnap.domain.vm import Vm
+from vmsnap.domain.vm_snapshot import VmSnapshot
+from vmsnap.domain.vm_snapshot import snapshot_id as parse_id
+from vmsnap.domain.volume_snapshot import VolumeSnapshot
+from vmsnap.projections.projector import project
+from vmsnap.views import (
+    EventView,
+    PoolView,
+    VerifyReport,
+    VmSnapshotView,
+    VolumeInSnapshot,
+    VolumeSnapshotView,
+    VolumeView,
+)
+from vmsnap.workflows import Steps, VmSnapshotFlow, VolumeSnapshotFlow
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class Controller:
+    """
+    vmsnap for a controller process: create, list, revert and delete VM snapshots and
+    volume snapshots, read pool capabilities, recover and audit.
+
+    Safe to share between threads; several controllers (processes) may share one store.
+    """
+
+    def __init__(self, config: Config, store_url: str | None = None, *, recover: bool = False):
+        url = StoreUrl.parse(store_url, Path.cwd()) if store_url else StoreUrl.parse(
+            config.store_url, config.folder
+        )
+        self.config = config
+        # host:pid:token; recovery leaves alone the operations of controllers that still run.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
+        self._running: set[str] = set()
+        self._wiring: Wiring = wire(config)
+        self._log: EventLog = open_log(url)
+        try:
+            self._views = SqliteViews(self._log, project)
+        except PersistenceError as e:
+            self._log.close()
+            raise StoreError(f"cannot open store: {e}") from None
+        self._lock = threading.Lock()
+        self._audit = Audit(self._log, self._views)
+        if recover:
+            self.recover()
+
+    @classmethod
+    def from_config(
+        cls, path: str | os.PathLike[str], store_url: str | None = None, *, recover: bool = False
+    ) -> Controller:
+        """
+        Open vmsnap as the config file at ``path`` says; ``store_url`` overrides its store.
+        """
+        return cls(config_module.load(path), store_url, recover=recover)
+
+    def close(self) -> None:
+        self._wiring.close()
+        self._log.close()
+
+    def __enter__(self) -> Controller:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # VM snapshots -----------------------------------------------------------------
+
+    def create_vm_snapshot(
+        self,
+        vm_id: str,
+        name: str | None = None,
+        description: str | None = None,
+        memory: bool = False,
+        quiesce: bool = False,
+    ) -> VmSnapshotView:
+        """
+        Take a VM snapshot with the strategy the factory chooses. Returns the snapshot;
+        ``state == "failed"`` (with ``error``) when it ran and failed.
+
+        Raises:
+            InvalidRequest: refused before anything was recorded.
+            OperationInProgress: another operation on the VM is in flight.
+        """
+        vm = self._vm(vm_id)
+        check_text("name", name)
+        check_text("description", description)
+        if memory and vm.power_state != "Running":
+            raise InvalidRequest(f"VM {vm_id} is {vm.power_state}: a memory snapshot needs it Running")
+        hv = self._wiring.hypervisor_of(vm)
+        hv.check_vm(vm)
+        caps = {p: self._wiring.drivers[p].capabilities() for p in {v.pool_id for v in vm.volumes}}
+        record = self._vm_record(vm_id)
+        record.check_idle()
+        if name is None:
+            name = _free_default_name(record, vm_id)
+        elif record.name_taken(name):
+            raise InvalidRequest(f"VM {vm_id} already has a snapshot named {name!r}")
+        limit = self.config.limits.max_vm_snapshots_per_vm
+        if len(record.live) >= limit:
+            raise InvalidRequest(
+                f"VM {vm_id} has {len(record.live)} snapshots; the limit is {limit} "
+                "(delete one first)"
+            )
+        strategy = choose_strategy(vm.volumes, caps)
+        drivers = {p: self._wiring.drivers[p].driver for p in caps}
+        snap = VmSnapshot(
+            vm_id=vm_id,
+            name=name,
+            description=description,
+            memory=memory,
+            quiesce_requested=quiesce,
+            strategy=strategy.name,
+            strategy_reason=strategy.reason,
+            hypervisor=hv.name,
+            profile=hv.profile,
+            volumes=[VolumeRef(v.id, v.pool_id) for v in vm.volumes],
+            groups=group_by_driver(vm.volumes, drivers),
+            caps={p: c.to_dict() for p, c in sorted(caps.items())},
+            parent_id=record.current,
+        )
+        record.observe_volumes(vm.volumes)
+        record.start("create", str(snap.id), self.owner, name, record.current)
+        self._claim(record, snap, *self._observe_pools(caps))
+        try:
+            VmSnapshotFlow(self._steps(snap, vm), record).create()
+        finally:
+            self._done(str(snap.id))
+        return self.get_vm_snapshot(str(snap.id))
+
+    def revert_vm_snapshot(self, snapshot: str) -> VmSnapshotView:
+        """
+        Revert the VM to a ``ready`` snapshot. A failed revert returns the snapshot to
+        ``ready`` with ``error`` set.
+        """
+        snap, vm, record = self._prepare(snapshot, "start_revert", "revert")
+        snap.start_revert()
+        self._claim(record, snap)
+        try:
+            VmSnapshotFlow(self._steps(snap, vm), record).revert()
+        finally:
+            self._done(str(snap.id))
+        return self.get_vm_snapshot(snapshot)
+
+    def delete_vm_snapshot(self, snapshot: str) -> VmSnapshotView:
+        """
+        Delete a ``ready`` or ``failed`` snapshot; a failed delete ends ``failed`` and may
+        be retried.
+        """
+        snap, vm, record = self._prepare(snapshot, "start_delete", "delete")
+        snap.start_delete()
+        self._claim(record, snap)
+        try:
+            VmSnapshotFlow(self._steps(snap, vm), record).delete()
+        finally:
+            self._done(str(snap.id))
+        return self.get_vm_snapshot(snapshot)
+
+    def get_vm_snapshot(self, snapshot: str) -> VmSnapshotView:
+        doc = self._views_current().get("vm_snapshots", str(parse_id(snapshot)))
+        if doc is None:
+            raise NotFound(f"no such VM snapshot: {snapshot}")
+        return _vm_snapshot_view(doc)
+
+    def list_vm_snapshots(
+        self, vm_id: str | None = None, state: str | None = None, include_removed: bool = False
+    ) -> list[VmSnapshotView]:
+        where = {k: v for k, v in (("vm_id", vm_id), ("state", state)) if v is not None}
+        exclude = None if include_removed or state == "removed" else "removed"
+        docs = self._views_current().select("vm_snapshots", where, exclude)
+        return [_vm_snapshot_view(d) for d in docs]
+
+    # Volume snapshots -------------------------------------------------------------
+
+    def create_volume_snapshot(self, volume_id: str, quiesce: bool = False) -> VolumeSnapshotView:
+        """
+        Snapshot one volume; ``quiesce`` only where its pool advertises
+        VOLUME_SNAPSHOT_QUIESCEVM.
+        """
+        volume = self._wiring.inventory.volume(volume_id)
+        if volume is None:
+            raise NotFound(f"no such volume: {volume_id}")
+        vm = self._vm(volume.vm_id)
+        driver = self._wiring.drivers[volume.pool_id]
+        caps = driver.capabilities()
+        if quiesce and not caps.volume_snapshot_quiescevm:
+            raise InvalidRequest(
+                f"pool {volume.pool_id} of volume {volume_id} does not advertise "
+                "VOLUME_SNAPSHOT_QUIESCEVM: a quiesced volume snapshot is not possible there"
+            )
+        hv = self._wiring.hypervisor_of(vm)
+        hv.check_vm(vm)
+        record = self._vm_record(vm.id)
+        record.check_idle()
+        snap = VolumeSnapshot(
+            volume_id=volume_id,
+            vm_id=vm.id,
+            pool_id=volume.pool_id,
+            driver=driver.driver,
+            quiesce_requested=quiesce,
+            hypervisor=hv.name,
+            caps=caps.to_dict(),
+        )
+        record.observe_volumes(vm.volumes)
+        record.start("volume-snapshot", str(snap.id), self.owner)
+        self._claim(record, snap, *self._observe_pools({volume.pool_id: caps}))
+        try:
+            VolumeSnapshotFlow(self._steps(snap, vm), record, driver, volume).create()
+        finally:
+            self._done(str(snap.id))
+        return self.get_volume_snapshot(str(snap.id))
+
+    def delete_volume_snapshot(self, snapshot: str) -> VolumeSnapshotView:
+        snap = self._load(snapshot, VolumeSnapshot)
+        snap.check("start_delete")
+        vm = self._vm(snap.vm_id)
+        volume = self._wiring.inventory.volume(snap.volume_id)
+        if volume is None:
+            raise InvalidRequest(f"volume {snap.volume_id} is no longer in the inventory")
+        record = self._vm_record(vm.id)
+        record.start("volume-snapshot-delete", snapshot, self.owner)
+        snap.start_delete()
+        self._claim(record, snap)
+        driver = self._wiring.drivers[volume.pool_id]
+        try:
+            VolumeSnapshotFlow(self._steps(snap, vm), record, driver, volume).delete()
+        finally:
+            self._done(str(snap.id))
+        return self.get_volume_snapshot(snapshot)
+
+    def get_volume_snapshot(self, snapshot: str) -> VolumeSnapshotView:
+        doc = self._views_current().get("volume_snapshots", str(parse_id(snapshot)))
+        if doc is None:
+            raise NotFound(f"no such volume snapshot: {snapshot}")
+        return VolumeSnapshotView(**doc)
+
+    def list_volume_snapshots(self, volume_id: str | None = None) -> list[VolumeSnapshotView]:
+        where = {} if volume_id is None else {"volume_id": volume_id}
+        docs = self._views_current().select("volume_snapshots", where)
+        return [VolumeSnapshotView(**d) for d in docs]
+
+    # Pools and volumes --------------------------------------------------------------
+
+    def list_pools(self) -> list[PoolView]:
+        """
+        The pools with what their drivers advertise now (``caps``).
+        """
+        return [
+            PoolView(p.id, p.name, p.driver, self._wiring.drivers[p.id].capabilities().to_dict())
+            for p in self._wiring.inventory.pools()
+        ]
+
+    def list_volumes(self, vm_id: str | None = None) -> list[VolumeView]:
+        if vm_id is not None:
+            vms = [self._vm(vm_id)]
+        else:
+            vms = list(self._wiring.inventory.vms())
+        views = []
+        for vm in vms:
+            for v in vm.volumes:
+                caps = self._wiring.drivers[v.pool_id].capabilities()
+                views.append(
+                    VolumeView(
+                        v.id,
+                        v.vm_id,
+                        v.pool_id,
+                        v.type,
+                        caps.volume_snapshot_quiescevm,
+                        caps.storage_system_snapshot,
+                    )
+                )
+        return views
+
+    # Recovery and audit -------------------------------------------------------------
+
+    def recover(self) -> list[VmSnapshotView | VolumeSnapshotView]:
+        """
+        Finish or compensate every operation left in flight by a controller that died;
+        return the snapshots it touched. Running it twice is harmless.
+        """
+        done: list[VmSnapshotView | VolumeSnapshotView] = []
+        for vm_doc in self._views_current().select("vms", {}):
+            sid = vm_doc.get("in_flight")
+            if sid is None or self._owner_alive(vm_doc.get("owner"), sid):
+                continue
+            done.append(self._recover_vm(vm_doc["vm_id"]))
+        return done
+
+    def audit_timeline(
+        self, snapshot_id: str | None = None, vm_id: str | None = None
+    ) -> list[EventView]:
+        """
+        The events of one snapshot, or of every snapshot of a VM, in log order.
+        """
+        if (snapshot_id is None) == (vm_id is None):
+            raise InvalidRequest("give a snapshot id or a VM id")
+        views = self._views_current()
+        if snapshot_id is not None:
+            sid = str(parse_id(snapshot_id))
+            if views.get("vm_snapshots", sid) is None and views.get("volume_snapshots", sid) is None:
+                raise NotFound(f"no such snapshot: {snapshot_id}")
+            ids = [sid]
+        else:
+            assert vm_id is not None
+            self._vm(vm_id)
+            ids = [d["id"] for d in views.select("vm_snapshots", {"vm_id": vm_id})]
+            ids += [
+                d["id"]
+                for vol in self._wiring.inventory.vm(vm_id).volumes  # type: ignore[union-attr]
+                for d in views.select("volume_snapshots", {"volume_id": vol.id})
+            ]
+        return self._audit.timeline([UUID(i) for i in ids])
+
+    def audit_export(self) -> Iterator[EventView]:
+        """
+        Every stored event in log order, read in pages.
+        """
+        return self._audit.export()
+
+    def audit_verify(self) -> VerifyReport:
+        self._views.catch_up()
+        return self._audit.verify()
+
+    # Internals -----------------------------------------------------------------------
+
+    def _vm(self, vm_id: str) -> VmInfo:
+        vm = self._wiring.inventory.vm(vm_id)
+        if vm is None:
+            raise NotFound(f"no such VM: {vm_id}")
+        return vm
+
+    def _vm_record(self, vm_id: str) -> Vm:
+        try:
+            record = self._log.repository.get(Vm.create_id(vm_id))
+        except AggregateNotFoundError:
+            return Vm(vm_id)
+        assert isinstance(record, Vm)
+        return record
+
+    def _load(self, snapshot: str, kind: type[A]) -> A:
+        try:
+            agg = self._log.repository.get(parse_id(snapshot))
+        except AggregateNotFoundError:
+            agg = None
+        if not isinstance(agg, kind):
+            label = "VM snapshot" if kind is VmSnapshot else "volume snapshot"
+            raise NotFound(f"no such {label}: {snapshot}")
+        return agg
+
+    def _prepare(self, snapshot: str, trigger: str, operation: str) -> tuple[VmSnapshot, VmInfo, Vm]:
+        snap = self._load(snapshot, VmSnapshot)
+        snap.check(trigger)
+        vm = self._vm(snap.vm_id)
+        self._wiring.hypervisor_of(vm).check_vm(vm)
+        record = self._vm_record(vm.id)
+        record.start(operation, str(snap.id), self.owner)
+        return snap, vm, record
+
+    def _observe_pools(self, caps: dict[str, Capabilities]) -> list[Pool]:
+        changed = []
+        for pool_id, c in sorted(caps.items()):
+            info = self._wiring.inventory.pool(pool_id)
+            assert info is not None
+            try:
+                pool = self._log.repository.get(Pool.create_id(pool_id))
+                assert isinstance(pool, Pool)
+                pool.observe(info.name, info.driver, c)
+            except AggregateNotFoundError:
+                pool = Pool(pool_id, info.name, info.driver, c)
+            changed.append(pool)
+        return changed
+
+    def _claim(self, record: Vm, *aggregates: Aggregate) -> None:
+        """
+        Save the VM's claim with the first events of the operation, atomically: if another
+        controller claimed the VM meanwhile, the store refuses the write.
+        """
+        try:
+            self._log.save(record, *aggregates)
+            if record.in_flight is not None:
+                self._running.add(record.in_flight)
+        except IntegrityError:
+            raise OperationInProgress(
+                f"VM {record.vm_id} has another operation in progress"
+            ) from None
+
+    def _steps(self, snap: SnapshotAggregate, vm: VmInfo) -> Steps:
+        def save(*aggregates: Aggregate) -> None:
+            self._log.save(*aggregates)
+
+        return Steps(save, snap, vm, self._wiring.hypervisor_of(vm), self._wiring.drivers)
+
+    def _done(self, sid: str) -> None:
+        self._running.discard(sid)
+        self._views.catch_up()
+
+    def _views_current(self) -> SqliteViews:
+        if self._views.position() < self._log.max_position():
+            self._views.catch_up()
+        return self._views
+
+    def _owner_alive(self, owner: Any, sid: str) -> bool:
+        """
+        Whether the controller that claimed a VM may still be running the operation.
+        Another host's controller is assumed alive: recover there, or after it is gone.
+        """
+        host, pid, token = (str(owner).split(":") + ["", "", ""])[:3]
+        if owner == self.owner:
+            return sid in self._running
+        if host != socket.gethostname():
+            return True
+        if pid == str(os.getpid()):
+            return True  # another Controller of this process
+        try:
+            os.kill(int(pid), 0)
+        except (ProcessLookupError, ValueError):
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _recover_vm(self, vm_id: str) -> VmSnapshotView | VolumeSnapshotView:
+        record = self._vm_record(vm_id)
+        sid = record.in_flight
+        assert sid is not None
+        agg = self._log.repository.get(UUID(sid))
+        vm = self._vm(vm_id)
+        steps = self._steps(agg, vm)
+        reason = f"recovered after the controller {record.owner} stopped"
+        if isinstance(agg, VmSnapshot):
+            flow = VmSnapshotFlow(steps, record)
+            if agg.state == "reverting":
+                agg.fail_revert(f"revert interrupted: {reason}")
+                record.end(sid, "revert failed")
+                steps.save(agg, record)
+            elif agg.state == "expunging":
+                flow.delete()
+            elif agg.in_progress:
+                flow.compensate_create(f"create interrupted in state {agg.state}: {reason}")
+            else:
+                record.end(sid, agg.state)
+                steps.save(record)
+            return self.get_vm_snapshot(sid)
+        assert isinstance(agg, VolumeSnapshot)
+        volume = self._wiring.inventory.volume(agg.volume_id)
+        assert volume is not None
+        vflow = VolumeSnapshotFlow(steps, record, self._wiring.drivers[agg.pool_id], volume)
+        if agg.state == "expunging":
+            vflow.delete()
+        elif agg.in_progress:
+            vflow.compensate(f"interrupted in state {agg.state}: {reason}")
+        else:
+            record.end(sid, agg.state)
+            steps.save(record)
+        return self.get_volume_snapshot(sid)
+
+
+def _free_default_name(record: Vm, vm_id: str) -> str:
+    name = default_name(vm_id, datetime.now(UTC))
+    candidate, n = name, 1
+    # Two snapshots in the same second would share CloudStack's default name.
+    while record.name_taken(candidate):
+        n += 1
+        candidate = f"{name}_{n}"
+    return candidate
+
+
+def _vm_snapshot_view(doc: dict[str, Any]) -> VmSnapshotView:
+    doc = dict(doc)
+    doc["volumes"] = tuple(VolumeInSnapshot(**v) for v in doc["volumes"])
+    return VmSnapshotView(**doc)

@@ -1,0 +1,115 @@
+"""Immutable read-side views returned by the Controller; ``to_dict()`` is the JSON form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from vmsnap.projections.events import json_safe
+
+
+def _to_dict(obj: Any) -> dict[str, Any]:
+    result: dict[str, Any] = json_safe(obj)
+    return result
+
+
+@attrs.frozen
+class VolumeInSnapshot:
+    volume_id: str
+    pool_id: str
+
+
+@attrs.frozen
+class VmSnapshotView:
+    """
+    A VM snapshot as the contract's JSON shape describes it.
+    """
+
+    id: str
+    vm_id: str
+    name: str
+    description: str | None
+    type: str
+    state: str
+    quiesce_requested: bool
+    quiesced: bool
+    consistency: str
+    strategy: str
+    error: str | None
+    volumes: tuple[VolumeInSnapshot, ...]
+    parent_id: str | None
+    current: bool
+    hypervisor: str
+    created: str
+    updated: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+
+@attrs.frozen
+class VolumeSnapshotView:
+    id: str
+    volume_id: str
+    pool_id: str
+    vm_id: str
+    state: str
+    quiesce_requested: bool
+    quiesced: bool
+    error: str | None
+    created: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+
+@attrs.frozen
+class PoolView:
+    id: str
+    name: str
+    driver: str
+    caps: dict[str, bool]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+
+@attrs.frozen
+class VolumeView:
+    id: str
+    vm_id: str
+    pool_id: str
+    type: str
+    quiescevm: bool
+    supportsstoragesnapshot: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+
+@attrs.frozen
+class EventView:
+    """
+    One stored event, as ``audit timeline`` and ``audit export`` show it.
+    """
+
+    position: int
+    originator_id: str
+    version: int
+    type: str
+    timestamp: str
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+
+@attrs.frozen
+class VerifyReport:
+    ok: bool
+    events: int
+    problems: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "events": self.events, "problems": list(self.problems)}

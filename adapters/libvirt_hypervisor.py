@@ -5,6 +5,7 @@ guest agent, and libvirt domain snapshots (ADR 0007).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -12,7 +13,6 @@ from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
 import libvirt
-
 from vmsnap.domain.exceptions import DriverError, InvalidRequest
 from vmsnap.domain.ports import Hypervisor
 from vmsnap.domain.values import HypervisorSnapshot, QuiesceResult, SnapshotRef, VmInfo, VolumeInfo
@@ -139,7 +139,9 @@ class LibvirtHypervisor(Hypervisor):
                 try:
                     count = self._call("fsFreeze", vm, lambda dom, _: int(dom.fsFreeze()))
                 except DriverError as e:
-                    raise DriverError(f"{e.message}; {self._thaw_after_failure(vm)}", e.code)
+                    raise DriverError(
+                        f"{e.message}; {self._thaw_after_failure(vm)}", e.code
+                    ) from None
                 frozen = True
                 notes.append(f"fsFreeze froze {count} filesystems")
             else:
@@ -155,9 +157,11 @@ class LibvirtHypervisor(Hypervisor):
         how = "while the guest was frozen" if frozen else "without freezing (crash-consistent)"
         notes.append(f"temporary snapshot {temp} taken {how}: {recorded}")
         return QuiesceResult(
-            frozen=frozen, quiesced=frozen and count > 0, hypervisor_snapshot=temp,
+            frozen=frozen,
+            quiesced=frozen and count > 0,
+            hypervisor_snapshot=temp,
             detail="; ".join(notes),
-        )  # fmt: skip
+        )
 
     def unquiesce(
         self, vm: VmInfo, snapshot: SnapshotRef, *, thaw: bool, release: str | None
@@ -388,7 +392,6 @@ def _disk_of(dom: Any, volume: VolumeInfo) -> str:
     for disk in disks:
         if volume.id in disk.keys:
             return disk.target
-    # Raised as a libvirtError-like failure by the caller's wrapper: use a DriverError.
     raise DriverError(
         f"domain {dom.name()} has no disk holding volume {volume.id} (looked at serial,"
         f" source file name, ua- alias and target of {', '.join(d.target for d in disks)})",
@@ -417,9 +420,7 @@ def _find_snapshot(dom: Any, name: str) -> Any:
 def _describe(snap: Any, how: str) -> str:
     root = ET.fromstring(snap.getXMLDesc(0))
     memory = root.find("memory")
-    disks = ",".join(
-        f"{d.get('name')}={d.get('snapshot')}" for d in root.iterfind("./disks/disk")
-    )
+    disks = ",".join(f"{d.get('name')}={d.get('snapshot')}" for d in root.iterfind("./disks/disk"))
     return (
         f"snapshot {snap.getName()} ({how}): libvirt recorded state={root.findtext('state')}"
         f" memory={None if memory is None else memory.get('snapshot')} disks {disks or 'none'}"
@@ -447,10 +448,8 @@ def _alive(conn: Any) -> bool:
 
 
 def _close(conn: Any) -> None:
-    try:
+    with contextlib.suppress(libvirt.libvirtError):
         conn.close()
-    except libvirt.libvirtError:
-        pass
 
 
 def _ignore_error(_ctx: object, _err: object) -> None:

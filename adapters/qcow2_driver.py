@@ -134,7 +134,9 @@ class Qcow2Driver(StorageDriver):
                 self._snapshot(volume.id, file, "-a", snapshot.name)
             except DriverError as e:
                 already = ", ".join(done) or "none"
-                raise DriverError(f"{e.message} (volumes already reverted: {already})", e.code)
+                raise DriverError(
+                    f"{e.message} (volumes already reverted: {already})", e.code
+                ) from None
             done.append(volume.id)
         return True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -12,6 +13,14 @@ CAPABILITY_NAMES = (VOLUME_SNAPSHOT_QUIESCEVM, STORAGE_SYSTEM_SNAPSHOT)
 
 MAX_TEXT = 255
 POWER_STATES = ("Running", "Stopped")
+
+
+def _volume_tuple(volumes: Iterable[VolumeInfo]) -> tuple[VolumeInfo, ...]:
+    return tuple(volumes)
+
+
+def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
 
 
 @attrs.frozen
@@ -69,7 +78,7 @@ class VmInfo:
     id: str
     hypervisor: str
     power_state: str
-    volumes: tuple[VolumeInfo, ...] = attrs.field(converter=tuple)
+    volumes: tuple[VolumeInfo, ...] = attrs.field(converter=_volume_tuple)
     domain: str | None = None
 
 
@@ -92,7 +101,7 @@ class DriverGroup:
 
     pool_id: str
     driver: str
-    volume_ids: tuple[str, ...] = attrs.field(converter=tuple)
+    volume_ids: tuple[str, ...] = attrs.field(converter=_str_tuple)
 
 
 @attrs.frozen

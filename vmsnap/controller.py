@@ -305,7 +305,14 @@ class Controller:
                 )
         return views
 
-    # Recovery and audit -------------------------------------------------------------
+    # Store, recovery and audit -------------------------------------------------------
+
+    def migrate(self) -> int:
+        """
+        Create or upgrade the store's schema and bring the views up to date; return the
+        number of the last event.
+        """
+        return self._views.catch_up()
 
     def recover(self) -> list[VmSnapshotView | VolumeSnapshotView]:
         """

@@ -8,11 +8,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
+import attrs
 import libvirt
+
 from vmsnap.domain.exceptions import DriverError, InvalidRequest
 from vmsnap.domain.ports import Hypervisor
 from vmsnap.domain.values import HypervisorSnapshot, QuiesceResult, SnapshotRef, VmInfo, VolumeInfo
@@ -298,43 +300,31 @@ class LibvirtHypervisor(Hypervisor):
                 existing = _find_snapshot(dom, name)
                 if existing is not None:
                     return _describe(existing, "found after reconnecting")
-            active = bool(dom.isActive())
-            flags, xml = self._plan(dom, name, active, memory, quiesce, volume)
-            return _describe(dom.snapshotCreateXML(xml, flags), _flag_names(flags))
+            disk: str | None = None
+            disks: list[str] = []
+            if volume is not None:
+                xml = str(dom.XMLDesc(0))
+                disk = disk_for(xml, volume)
+                disks = [d.target for d in _disks(xml)]
+                if disk is None:
+                    raise DriverError(
+                        f"domain {_domain_name(vm)} has no disk holding volume {volume.id}"
+                        f" (looked at the serial, source file name, ua- alias and target of"
+                        f" disks {', '.join(disks) or 'none'})",
+                        NO_DISK,
+                    )
+            flags, request = snapshot_request(
+                name,
+                active=bool(dom.isActive()),
+                memory=memory,
+                quiesce=quiesce,
+                disk_only=self._disk_only,
+                disk=disk,
+                disks=disks,
+            )
+            return _describe(dom.snapshotCreateXML(request, flags), _flag_names(flags))
 
         return self._call(f"snapshotCreateXML {name}", vm, create)
-
-    def _plan(
-        self,
-        dom: Any,
-        name: str,
-        active: bool,
-        memory: bool,
-        quiesce: bool,
-        volume: VolumeInfo | None,
-    ) -> tuple[int, str]:
-        root = ET.Element("domainsnapshot")
-        ET.SubElement(root, "name").text = name
-        flags = 0
-        disk_only = active and not memory and self._disk_only
-        if disk_only:
-            # A running QEMU guest: external disk-only snapshots (the only disk-only kind).
-            flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
-            flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
-        elif not (active and memory):
-            ET.SubElement(root, "memory", snapshot="no")
-        if quiesce:
-            flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE
-        if volume is not None:
-            target = _disk_of(dom, volume)
-            disks = ET.SubElement(root, "disks")
-            mode = "external" if disk_only else "internal"
-            ET.SubElement(disks, "disk", name=target, snapshot=mode)
-            if self._disk_only:
-                for other in _disks(dom):
-                    if other.target != target:
-                        ET.SubElement(disks, "disk", name=other.target, snapshot="no")
-        return flags, ET.tostring(root, encoding="unicode")
 
     def _delete(self, vm: VmInfo, name: str) -> bool:
         def delete(dom: Any, _: bool) -> bool:
@@ -352,51 +342,92 @@ class LibvirtHypervisor(Hypervisor):
         return self._call(f"delete snapshot {name}", vm, delete)
 
 
+def snapshot_request(
+    name: str,
+    *,
+    active: bool,
+    memory: bool,
+    quiesce: bool,
+    disk_only: bool,
+    disk: str | None = None,
+    disks: Sequence[str] = (),
+) -> tuple[int, str]:
+    """
+    Return the flags and the ``<domainsnapshot>`` XML vmsnap gives ``snapshotCreateXML``.
+
+    Args:
+        name: the snapshot's name.
+        active: whether the domain runs.
+        memory: save the running guest's memory (an internal full-system snapshot).
+        quiesce: ask for QUIESCE (guest freeze and thaw around the snapshot).
+        disk_only: whether the driver has disk-only snapshots (QEMU does; the test driver
+            does not, and then takes internal snapshots of every disk).
+        disk: capture only this disk (target dev), for a volume snapshot.
+        disks: every disk of the domain (the others are marked ``snapshot='no'``).
+    """
+    root = ET.Element("domainsnapshot")
+    ET.SubElement(root, "name").text = name
+    flags = 0
+    external = active and not memory and disk_only
+    if external:
+        # A running QEMU guest: disk-only means external overlays (libvirt names them).
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
+    elif not (active and memory):
+        ET.SubElement(root, "memory", snapshot="no")
+    if quiesce:
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE
+    if disk is not None:
+        element = ET.SubElement(root, "disks")
+        ET.SubElement(element, "disk", name=disk, snapshot="external" if external else "internal")
+        if disk_only:
+            for other in disks:
+                if other != disk:
+                    ET.SubElement(element, "disk", name=other, snapshot="no")
+    return flags, ET.tostring(root, encoding="unicode")
+
+
+def disk_for(domain_xml: str, volume: VolumeInfo) -> str | None:
+    """
+    Return the target dev of the disk that holds ``volume`` in a domain's XML, or None.
+
+    A disk whose ``<serial>`` is the volume id wins; otherwise the first disk whose source
+    file (or block device, network name, pool volume) is named ``<volume-id>[.ext]``,
+    whose alias is ``ua-<volume-id>``, or whose target dev is the volume id.
+    """
+    disks = _disks(domain_xml)
+    for d in disks:
+        if d.serial == volume.id:
+            return d.target
+    return next((d.target for d in disks if volume.id in d.keys), None)
+
+
+@attrs.frozen
 class _Disk:
-    __slots__ = ("keys", "serial", "target")
-
-    def __init__(self, target: str, serial: str | None, keys: set[str]) -> None:
-        self.target = target
-        self.serial = serial
-        self.keys = keys
+    target: str
+    serial: str | None
+    keys: frozenset[str]
 
 
-def _disks(dom: Any) -> list[_Disk]:
+def _disks(domain_xml: str) -> list[_Disk]:
     out = []
-    for disk in ET.fromstring(dom.XMLDesc(0)).iterfind("./devices/disk"):
+    for disk in ET.fromstring(domain_xml).iterfind("./devices/disk"):
         target = disk.find("target")
-        if disk.get("device", "disk") != "disk" or target is None or not target.get("dev"):
+        dev = "" if target is None else str(target.get("dev", ""))
+        if disk.get("device", "disk") != "disk" or not dev:
             continue
-        dev = str(target.get("dev"))
         keys = {dev}
         source = disk.find("source")
         if source is not None:
-            for attr in ("file", "dev", "name"):
+            for attr in ("file", "dev", "name", "volume"):
                 if source.get(attr):
                     keys.add(PurePosixPath(str(source.get(attr))).stem)
-            if source.get("volume"):
-                keys.add(PurePosixPath(str(source.get("volume"))).stem)
         alias = disk.find("alias")
-        if alias is not None and str(alias.get("name", "")).startswith("ua-"):
-            keys.add(str(alias.get("name"))[3:])
-        serial = disk.findtext("serial")
-        out.append(_Disk(dev, serial, keys))
+        alias_name = "" if alias is None else str(alias.get("name", ""))
+        if alias_name.startswith("ua-"):
+            keys.add(alias_name[3:])
+        out.append(_Disk(dev, disk.findtext("serial"), frozenset(keys)))
     return out
-
-
-def _disk_of(dom: Any, volume: VolumeInfo) -> str:
-    disks = _disks(dom)
-    for disk in disks:
-        if disk.serial == volume.id:
-            return disk.target
-    for disk in disks:
-        if volume.id in disk.keys:
-            return disk.target
-    raise DriverError(
-        f"domain {dom.name()} has no disk holding volume {volume.id} (looked at serial,"
-        f" source file name, ua- alias and target of {', '.join(d.target for d in disks)})",
-        NO_DISK,
-    )
 
 
 def _lookup(conn: Any, name: str) -> Any:

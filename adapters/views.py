@@ -53,9 +53,7 @@ class CursorRows:
 
     def find(self, table: str, column: str, value: Any) -> list[Doc]:
         assert column in TABLES[table]
-        self.c.execute(
-            f"SELECT doc FROM {_table(table)} WHERE {column}=? ORDER BY seq", (value,)
-        )
+        self.c.execute(f"SELECT doc FROM {_table(table)} WHERE {column}=? ORDER BY seq", (value,))
         return [dict(json.loads(r[0])) for r in self.c.fetchall()]
 
 
@@ -124,7 +122,9 @@ class SqliteViews:
         with self.transaction(commit=False) as c:
             return CursorRows(c).get(table, key)
 
-    def select(self, table: str, where: dict[str, Any], exclude_state: str | None = None) -> list[Doc]:
+    def select(
+        self, table: str, where: dict[str, Any], exclude_state: str | None = None
+    ) -> list[Doc]:
         """
         Rows of ``table`` matching ``where`` (indexed columns), in creation order.
         """

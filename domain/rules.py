@@ -35,9 +35,7 @@ def choose_strategy(
     that advertises STORAGE_SYSTEM_SNAPSHOT; the hypervisor strategy (priority 1)
     handles every VM.
     """
-    storage_pools = sorted(
-        {v.pool_id for v in volumes if caps[v.pool_id].storage_system_snapshot}
-    )
+    storage_pools = sorted({v.pool_id for v in volumes if caps[v.pool_id].storage_system_snapshot})
     if storage_pools:
         return StrategyChoice(
             STORAGE_STRATEGY,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -33,7 +33,7 @@ class Capabilities:
     storage_system_snapshot: bool = False
 
     @classmethod
-    def from_dict(cls, caps: dict[str, Any]) -> Capabilities:
+    def from_dict(cls, caps: Mapping[str, Any]) -> Capabilities:
         return cls(
             volume_snapshot_quiescevm=bool(caps.get(VOLUME_SNAPSHOT_QUIESCEVM, False)),
             storage_system_snapshot=bool(caps.get(STORAGE_SYSTEM_SNAPSHOT, False)),

@@ -8,8 +8,8 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from vmsnap.domain.snapshot_base import SnapshotAggregate
 from vmsnap.domain.exceptions import NotFound
+from vmsnap.domain.snapshot_base import SnapshotAggregate
 from vmsnap.domain.values import DriverGroup, VolumeRef
 from vmsnap.domain.workflow import VM_SNAPSHOT_WORKFLOW
 
@@ -73,7 +73,9 @@ class VmSnapshot(SnapshotAggregate):
         self._move("start_snapshotting")
 
     @event("HypervisorSnapshotTaken")
-    def record_hypervisor_snapshot(self, name: str, quiesced: bool, memory: bool, detail: str) -> None:
+    def record_hypervisor_snapshot(
+        self, name: str, quiesced: bool, memory: bool, detail: str
+    ) -> None:
         self.hypervisor_snapshot = name
         self.quiesced = quiesced
 

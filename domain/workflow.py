@@ -9,6 +9,7 @@ in a table derived from the machine, so loading an aggregate costs nothing extra
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from transitions import Machine
 
@@ -38,7 +39,7 @@ VM_SNAPSHOT_STATES = (
 IN_PROGRESS = (ALLOCATED, QUIESCING, SNAPSHOTTING, UNQUIESCING, REVERTING, EXPUNGING)
 TERMINAL = (READY, REMOVED, FAILED)
 
-_CREATE = [
+_CREATE: list[Any] = [
     {"trigger": "start_quiesce", "source": ALLOCATED, "dest": QUIESCING},
     {"trigger": "start_snapshotting", "source": [ALLOCATED, QUIESCING], "dest": SNAPSHOTTING},
     {"trigger": "start_unquiesce", "source": SNAPSHOTTING, "dest": UNQUIESCING},
@@ -49,13 +50,13 @@ _CREATE = [
         "dest": FAILED,
     },
 ]
-_REVERT = [
+_REVERT: list[Any] = [
     {"trigger": "start_revert", "source": READY, "dest": REVERTING},
     {"trigger": "finish_revert", "source": REVERTING, "dest": READY},
     # CloudStack returns a VM snapshot whose revert failed to Ready; the failure is recorded.
     {"trigger": "fail_revert", "source": REVERTING, "dest": READY},
 ]
-_DELETE = [
+_DELETE: list[Any] = [
     {"trigger": "start_delete", "source": [READY, FAILED], "dest": EXPUNGING},
     {"trigger": "finish_delete", "source": EXPUNGING, "dest": REMOVED},
 ]
@@ -87,7 +88,7 @@ def transition_table(machine: Machine) -> Mapping[tuple[str, str], str]:
     table: dict[tuple[str, str], str] = {}
     for trigger, event in machine.events.items():
         for source, transitions in event.transitions.items():
-            table[(trigger, source)] = transitions[0].dest
+            table[(trigger, source)] = str(transitions[0].dest)
     return table
 
 

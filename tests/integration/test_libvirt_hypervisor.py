@@ -9,7 +9,12 @@ import libvirt
 import pytest
 from libvirt_fixtures import LibvirtNode, node_with_vm
 
-from vmsnap.adapters.libvirt_hypervisor import NO_DISK, LibvirtHypervisor
+from vmsnap.adapters.libvirt_hypervisor import (
+    NO_DISK,
+    LibvirtHypervisor,
+    disk_for,
+    snapshot_request,
+)
 from vmsnap.domain.exceptions import DriverError, InvalidRequest
 from vmsnap.domain.values import SnapshotRef, VmInfo, VolumeInfo
 
@@ -43,6 +48,11 @@ def snapshot_xml(hv: LibvirtHypervisor, name: str) -> ET.Element:
     return ET.fromstring(domain(hv).snapshotLookupByName(name).getXMLDesc(0))
 
 
+def snapshot_disks(hv: LibvirtHypervisor, name: str) -> dict[str | None, str | None]:
+    disks = snapshot_xml(hv, name).iterfind("./disks/disk")
+    return {d.get("name"): d.get("snapshot") for d in disks}
+
+
 def guest_is_frozen(hv: LibvirtHypervisor) -> bool:
     # The test driver's fsThaw answers how many filesystems it thawed; freeze again after.
     dom = domain(hv)
@@ -60,7 +70,7 @@ def test_check_vm_accepts_a_domain_the_host_has_falling_back_to_the_vm_id() -> N
 def test_check_vm_refuses_an_unknown_domain_with_a_clear_message(hv: LibvirtHypervisor) -> None:
     vm = VmInfo("vm-9", "kvm-1", "Running", [], domain="ghost")
 
-    with pytest.raises(InvalidRequest, match="kvm-1 .* has no domain named 'ghost'"):
+    with pytest.raises(InvalidRequest, match=r"kvm-1 .* has no domain named 'ghost'"):
         hv.check_vm(vm)
 
 
@@ -84,20 +94,31 @@ def test_the_connection_opens_on_first_use_and_a_closed_one_is_reopened(
     assert hv.connection().isAlive() == 1
 
 
+class _HandsOutADeadConnectionFirst(LibvirtHypervisor):
+    # connection() checks isAlive first; this skips that check once, so that the call
+    # itself meets the dead connection (as when it dies between the check and the call).
+    def __init__(self, uri: str) -> None:
+        super().__init__("kvm-1", uri)
+        self.dead: Any = None
+
+    def connection(self) -> Any:
+        if self.dead is None:
+            self.dead = libvirt.open(self.uri)
+            self.dead.close()
+            self._conn = self.dead
+            return self.dead
+        return super().connection()
+
+
 def test_a_call_that_meets_a_dead_connection_is_retried_once_on_a_new_one(
-    hv: LibvirtHypervisor, node: LibvirtNode
+    node: LibvirtNode,
 ) -> None:
-    first = hv.connection()
-    dead = first.lookupByName("vm1")
-    first.close()
+    with _HandsOutADeadConnectionFirst(node.uri) as hv:
+        result = hv.quiesce(node.vm, SNAP, memory=False)
 
-    with pytest.raises(libvirt.libvirtError) as caught:
-        dead.isActive()
-    assert caught.value.get_error_code() == libvirt.VIR_ERR_INVALID_CONN
-    result = hv.quiesce(node.vm, SNAP, memory=False)
-
-    assert result.frozen
-    assert hv.connection() is not first
+        assert result.frozen
+        assert hv.connection() is not hv.dead
+        assert guest_is_frozen(hv)
 
 
 def test_quiesce_freezes_the_guest_and_takes_a_temporary_snapshot(
@@ -201,8 +222,7 @@ def test_take_vm_snapshot_with_quiesce_makes_a_quiesced_domain_snapshot_of_every
     assert (snap.name, snap.quiesced, snap.memory) == ("vmsnap-s-1", True, False)
     assert "flags QUIESCE" in snap.detail
     assert snapshot_names(hv) == {"vmsnap-s-1"}
-    disks = {d.get("name"): d.get("snapshot") for d in snapshot_xml(hv, "vmsnap-s-1").iter("disk")}
-    assert disks == {"vda": "internal", "vdb": "internal"}
+    assert snapshot_disks(hv, "vmsnap-s-1") == {"vda": "internal", "vdb": "internal"}
     assert not guest_is_frozen(hv)
 
 
@@ -277,7 +297,7 @@ def test_a_domain_that_vanished_after_validation_raises_a_driver_error(
     assert caught.value.code == str(libvirt.VIR_ERR_NO_DOMAIN)
 
 
-def test_take_volume_snapshot_snapshots_the_disk_holding_the_volume(
+def test_take_volume_snapshot_takes_a_snapshot_that_holds_the_volumes_disk(
     hv: LibvirtHypervisor, node: LibvirtNode
 ) -> None:
     vol2 = node.vm.volumes[1]
@@ -286,17 +306,83 @@ def test_take_volume_snapshot_snapshots_the_disk_holding_the_volume(
 
     assert ref == "vmsnap-v-1"
     assert snapshot_names(hv) == {"vmsnap-v-1"}
-    disks = snapshot_xml(hv, "vmsnap-v-1").find("disks")
-    assert disks is not None and disks[0].get("name") == "vdb"
+    # The test driver has only internal snapshots of every disk.
+    assert snapshot_disks(hv, "vmsnap-v-1") == {"vda": "internal", "vdb": "internal"}
 
 
-def test_a_volume_is_found_by_its_disk_serial(tmp_path: Path) -> None:
+def test_a_volumes_disk_is_found_by_serial_then_file_name_alias_or_target() -> None:
+    xml = """<domain><devices>
+      <disk device='cdrom'><source file='/iso/vol-1.iso'/><target dev='sda'/></disk>
+      <disk device='disk'><source file='/p/vol-1.qcow2'/><target dev='vda'/></disk>
+      <disk device='disk'><source dev='/dev/vg/lv'/><target dev='vdb'/>
+        <serial>vol-1</serial></disk>
+      <disk device='disk'><source protocol='rbd' name='pool/vol-3'/><target dev='vdc'/></disk>
+      <disk device='disk'><source file='/p/x.img'/><target dev='vdd'/>
+        <alias name='ua-vol-4'/></disk>
+    </devices></domain>"""
+
+    def vol(volume_id: str) -> VolumeInfo:
+        return VolumeInfo(volume_id, "vm-1", "p")
+
+    assert disk_for(xml, vol("vol-1")) == "vdb"
+    assert disk_for(xml, vol("vol-3")) == "vdc"
+    assert disk_for(xml, vol("vol-4")) == "vdd"
+    assert disk_for(xml, vol("vdd")) == "vdd"
+    assert disk_for(xml, vol("lv")) == "vdb"
+    assert disk_for(xml, vol("vol-9")) is None
+
+
+def test_on_qemu_a_quiesced_snapshot_of_a_running_guest_is_an_atomic_disk_only_one() -> None:
+    flags, xml = snapshot_request("s", active=True, memory=False, quiesce=True, disk_only=True)
+
+    assert flags == (
+        libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+        | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
+        | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE
+    )
+    assert xml == "<domainsnapshot><name>s</name></domainsnapshot>"
+
+
+def test_on_qemu_a_memory_snapshot_is_an_internal_full_system_one() -> None:
+    flags, xml = snapshot_request("s", active=True, memory=True, quiesce=False, disk_only=True)
+
+    assert (flags, xml) == (0, "<domainsnapshot><name>s</name></domainsnapshot>")
+
+
+def test_on_qemu_a_shut_off_domain_gets_internal_disk_snapshots_without_memory() -> None:
+    flags, xml = snapshot_request("s", active=False, memory=True, quiesce=False, disk_only=True)
+
+    assert flags == 0
+    assert '<memory snapshot="no" />' in xml
+
+
+def test_on_qemu_a_volume_snapshot_captures_only_the_volumes_disk() -> None:
+    _, xml = snapshot_request(
+        "s",
+        active=True,
+        memory=False,
+        quiesce=False,
+        disk_only=True,
+        disk="vdb",
+        disks=["vda", "vdb", "vdc"],
+    )
+
+    disks = {d.get("name"): d.get("snapshot") for d in ET.fromstring(xml).iter("disk")}
+    assert disks == {"vdb": "external", "vda": "no", "vdc": "no"}
+
+
+def test_names_are_escaped_in_the_snapshot_request() -> None:
+    _, xml = snapshot_request("a<b&c", active=True, memory=False, quiesce=False, disk_only=False)
+
+    assert ET.fromstring(xml).findtext("name") == "a<b&c"
+
+
+def test_a_volume_is_found_by_its_disk_serial_on_the_test_driver(tmp_path: Path) -> None:
     node = node_with_vm(tmp_path, volumes=("root", "data"), serials=True)
     with LibvirtHypervisor("kvm-1", node.uri) as hv:
         hv.take_volume_snapshot(node.vm, node.vm.volumes[1], "vmsnap-v-1")
 
-        disks = snapshot_xml(hv, "vmsnap-v-1").find("disks")
-        assert disks is not None and disks[0].get("name") == "vdb"
+        assert snapshot_names(hv) == {"vmsnap-v-1"}
 
 
 def test_delete_volume_snapshot_removes_it_and_deleting_again_succeeds(

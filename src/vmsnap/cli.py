@@ -30,14 +30,27 @@ class _Parser(argparse.ArgumentParser):
 def _common(p: argparse.ArgumentParser, *, top: bool = False) -> None:
     # Accept the global options before or after the command; the innermost wins.
     default = None if top else argparse.SUPPRESS
-    p.add_argument("--config", default=default, help="config file (default: $VMSNAP_CONFIG, else ./vmsnap.toml)")
-    p.add_argument("--store", default=default, help="store URL (overrides $VMSNAP_STORE and the config)")
-    p.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS,
-                   help="print exactly one JSON document")
+    p.add_argument(
+        "--config",
+        default=default,
+        help="config file (default: $VMSNAP_CONFIG, else ./vmsnap.toml)",
+    )
+    p.add_argument(
+        "--store", default=default, help="store URL (overrides $VMSNAP_STORE and the config)"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="print exactly one JSON document",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="vmsnap", description="VM snapshots with quiesce across hypervisors and storage drivers.")
+    parser = _Parser(
+        prog="vmsnap",
+        description="VM snapshots with quiesce across hypervisors and storage drivers.",
+    )
     _common(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
@@ -68,20 +81,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vm", required=True)
     p.add_argument("--name")
     p.add_argument("--description")
-    p.add_argument("--memory", action="store_true", help="include the memory state (VM must be Running)")
-    p.add_argument("--quiesce", action="store_true", help="quiesce the guest (the seed's quiescevm)")
+    p.add_argument(
+        "--memory", action="store_true", help="include the memory state (VM must be Running)"
+    )
+    p.add_argument(
+        "--quiesce", action="store_true", help="quiesce the guest (the seed's quiescevm)"
+    )
     p = command("list", "VM snapshots (removed ones only with --all)", vms)
     p.add_argument("--vm")
     p.add_argument("--state")
     p.add_argument("--all", action="store_true", help="include removed snapshots")
-    for name, help in (("show", "one VM snapshot"), ("revert", "revert the VM to a snapshot"),
-                       ("delete", "delete a VM snapshot")):
+    for name, help in (
+        ("show", "one VM snapshot"),
+        ("revert", "revert the VM to a snapshot"),
+        ("delete", "delete a VM snapshot"),
+    ):
         command(name, help, vms).add_argument("id")
 
     snaps = group("snapshots", "volume snapshots")
     p = command("create", "take a volume snapshot", snaps)
     p.add_argument("--volume", required=True)
-    p.add_argument("--quiesce", action="store_true", help="quiesce the VM (pool must advertise VOLUME_SNAPSHOT_QUIESCEVM)")
+    p.add_argument(
+        "--quiesce",
+        action="store_true",
+        help="quiesce the VM (pool must advertise VOLUME_SNAPSHOT_QUIESCEVM)",
+    )
     p = command("list", "volume snapshots", snaps)
     p.add_argument("--volume")
     command("show", "one volume snapshot", snaps).add_argument("id")
@@ -109,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Output -----------------------------------------------------------------------------
+
 
 def _emit_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
@@ -141,14 +166,20 @@ def view_text(s: Any) -> str:
 
 def vm_snapshot_rows(items: Sequence[Any]) -> str:
     return _table(
-        [(s.id, s.vm_id, s.name, s.state, s.strategy, s.quiesced, s.consistency, s.current) for s in items],
+        [
+            (s.id, s.vm_id, s.name, s.state, s.strategy, s.quiesced, s.consistency, s.current)
+            for s in items
+        ],
         ("id", "vm", "name", "state", "strategy", "quiesced", "consistency", "current"),
     )
 
 
 def volume_snapshot_rows(items: Sequence[Any]) -> str:
     return _table(
-        [(s.id, s.volume_id, s.pool_id, s.state, s.quiesce_requested, s.quiesced, s.error) for s in items],
+        [
+            (s.id, s.volume_id, s.pool_id, s.state, s.quiesce_requested, s.quiesced, s.error)
+            for s in items
+        ],
         ("id", "volume", "pool", "state", "quiesce", "quiesced", "error"),
     )
 
@@ -172,6 +203,7 @@ def _short(v: Any) -> str:
 
 
 # Commands ---------------------------------------------------------------------------
+
 
 def _config_path(args: argparse.Namespace) -> Path:
     return Path(args.config or os.environ.get("VMSNAP_CONFIG") or "vmsnap.toml")
@@ -212,7 +244,9 @@ def _show(args: argparse.Namespace, view: Any, *, ran: bool = True) -> int:
     return EXIT_OK
 
 
-def _list(args: argparse.Namespace, items: Sequence[Any], text: Callable[[Sequence[Any]], str]) -> int:
+def _list(
+    args: argparse.Namespace, items: Sequence[Any], text: Callable[[Sequence[Any]], str]
+) -> int:
     if args.json:
         _emit_json([i.to_dict() for i in items])
     else:
@@ -245,17 +279,34 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_with(c: Controller, args: argparse.Namespace, cmd: str, action: str | None) -> int:
     if cmd == "pools":
-        return _list(args, c.list_pools(), lambda ps: _table(
-            [(p.id, p.name, p.driver, *p.caps.values()) for p in ps],
-            ("id", "name", "driver", "VOLUME_SNAPSHOT_QUIESCEVM", "STORAGE_SYSTEM_SNAPSHOT")))
+        return _list(
+            args,
+            c.list_pools(),
+            lambda ps: _table(
+                [(p.id, p.name, p.driver, *p.caps.values()) for p in ps],
+                ("id", "name", "driver", "VOLUME_SNAPSHOT_QUIESCEVM", "STORAGE_SYSTEM_SNAPSHOT"),
+            ),
+        )
     if cmd == "volumes":
-        return _list(args, c.list_volumes(args.vm), lambda vs: _table(
-            [(v.id, v.vm_id, v.pool_id, v.type, v.quiescevm, v.supportsstoragesnapshot) for v in vs],
-            ("id", "vm", "pool", "type", "quiescevm", "supportsstoragesnapshot")))
+        return _list(
+            args,
+            c.list_volumes(args.vm),
+            lambda vs: _table(
+                [
+                    (v.id, v.vm_id, v.pool_id, v.type, v.quiescevm, v.supportsstoragesnapshot)
+                    for v in vs
+                ],
+                ("id", "vm", "pool", "type", "quiescevm", "supportsstoragesnapshot"),
+            ),
+        )
     if cmd == "vm-snapshots":
         if action == "create":
-            return _show(args, c.create_vm_snapshot(args.vm, args.name, args.description,
-                                                    args.memory, args.quiesce))
+            return _show(
+                args,
+                c.create_vm_snapshot(
+                    args.vm, args.name, args.description, args.memory, args.quiesce
+                ),
+            )
         if action == "list":
             return _list(args, c.list_vm_snapshots(args.vm, args.state, args.all), vm_snapshot_rows)
         if action == "show":
@@ -320,13 +371,45 @@ def _simulator_show(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(merged)
         return EXIT_OK
-    print(_table([(vm, s["frozen"], s["freeze_count"], s["thaw_count"], ", ".join(s["hypervisor_snapshots"]))
-                  for vm, s in merged["vms"].items()], ("vm", "frozen", "freezes", "thaws", "hypervisor snapshots")))
+    print(
+        _table(
+            [
+                (
+                    vm,
+                    s["frozen"],
+                    s["freeze_count"],
+                    s["thaw_count"],
+                    ", ".join(s["hypervisor_snapshots"]),
+                )
+                for vm, s in merged["vms"].items()
+            ],
+            ("vm", "frozen", "freezes", "thaws", "hypervisor snapshots"),
+        )
+    )
     print()
-    print(_table([(vol, ", ".join(s["snapshots"])) for vol, s in merged["volumes"].items()], ("volume", "snapshots")))
+    print(
+        _table(
+            [(vol, ", ".join(s["snapshots"])) for vol, s in merged["volumes"].items()],
+            ("volume", "snapshots"),
+        )
+    )
     print()
-    print(_table([(c["op"], c["target"], c["vm_id"], ",".join(c["volumes"]), c["ok"], c["error"] or _short(c["result"]))
-                  for c in merged["calls"]], ("op", "target", "vm", "volumes", "ok", "result")))
+    print(
+        _table(
+            [
+                (
+                    c["op"],
+                    c["target"],
+                    c["vm_id"],
+                    ",".join(c["volumes"]),
+                    c["ok"],
+                    c["error"] or _short(c["result"]),
+                )
+                for c in merged["calls"]
+            ],
+            ("op", "target", "vm", "volumes", "ok", "result"),
+        )
+    )
     return EXIT_OK
 
 

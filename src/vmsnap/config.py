@@ -10,7 +10,14 @@ from typing import Any
 import attrs
 
 from vmsnap.domain.exceptions import ConfigError
-from vmsnap.domain.values import CAPABILITY_NAMES, POWER_STATES, Capabilities, PoolInfo, VmInfo, VolumeInfo
+from vmsnap.domain.values import (
+    CAPABILITY_NAMES,
+    POWER_STATES,
+    Capabilities,
+    PoolInfo,
+    VmInfo,
+    VolumeInfo,
+)
 
 HYPERVISOR_TYPES = ("simulator", "libvirt")
 PROFILES = ("vmware", "xenserver", "kvm")
@@ -55,7 +62,7 @@ class HypervisorConfig:
 @attrs.frozen
 class PoolConfig:
     info: PoolInfo
-    capabilities: Capabilities = Capabilities()
+    capabilities: Capabilities = attrs.field(factory=Capabilities)
     need_unquiesce: bool = True
     state: Path | None = None
     faults: Mapping[str, str] = attrs.field(factory=dict)
@@ -227,7 +234,7 @@ def _faults(t: Mapping[str, Any], ops: tuple[str, ...], where: str) -> dict[str,
         if op not in ops:
             raise ConfigError(f"{where}: unknown operation {op!r} in faults")
         if what != "fail":
-            raise ConfigError(f"{where}: fault for {op!r} must be \"fail\"")
+            raise ConfigError(f'{where}: fault for {op!r} must be "fail"')
     return dict(faults)
 
 
@@ -292,7 +299,9 @@ def _number(t: Mapping[str, Any], key: str, default: float, where: str) -> float
     return float(value)
 
 
-def _path(t: Mapping[str, Any], key: str, folder: Path, where: str, *, required: bool) -> Path | None:
+def _path(
+    t: Mapping[str, Any], key: str, folder: Path, where: str, *, required: bool
+) -> Path | None:
     value = t.get(key)
     if value is None:
         if required:

@@ -58,8 +58,10 @@ class Controller:
     """
 
     def __init__(self, config: Config, store_url: str | None = None, *, recover: bool = False):
-        url = StoreUrl.parse(store_url, Path.cwd()) if store_url else StoreUrl.parse(
-            config.store_url, config.folder
+        url = (
+            StoreUrl.parse(store_url, Path.cwd())
+            if store_url
+            else StoreUrl.parse(config.store_url, config.folder)
         )
         self.config = config
         # host:pid:token; recovery leaves alone the operations of controllers that still run.
@@ -84,7 +86,7 @@ class Controller:
         """
         Open vmsnap as the config file at ``path`` says; ``store_url`` overrides its store.
         """
-        return cls(config_module.load(path), store_url, recover=recover)
+        return cls(config_module.load(Path(path)), store_url, recover=recover)
 
     def close(self) -> None:
         self._wiring.close()
@@ -120,7 +122,9 @@ class Controller:
         check_text("name", name)
         check_text("description", description)
         if memory and vm.power_state != "Running":
-            raise InvalidRequest(f"VM {vm_id} is {vm.power_state}: a memory snapshot needs it Running")
+            raise InvalidRequest(
+                f"VM {vm_id} is {vm.power_state}: a memory snapshot needs it Running"
+            )
         hv = self._wiring.hypervisor_of(vm)
         hv.check_vm(vm)
         caps = {p: self._wiring.drivers[p].capabilities() for p in {v.pool_id for v in vm.volumes}}
@@ -285,10 +289,7 @@ class Controller:
         ]
 
     def list_volumes(self, vm_id: str | None = None) -> list[VolumeView]:
-        if vm_id is not None:
-            vms = [self._vm(vm_id)]
-        else:
-            vms = list(self._wiring.inventory.vms())
+        vms = [self._vm(vm_id)] if vm_id is not None else list(self._wiring.inventory.vms())
         views = []
         for vm in vms:
             for v in vm.volumes:
@@ -338,7 +339,10 @@ class Controller:
         views = self._views_current()
         if snapshot_id is not None:
             sid = str(parse_id(snapshot_id))
-            if views.get("vm_snapshots", sid) is None and views.get("volume_snapshots", sid) is None:
+            if (
+                views.get("vm_snapshots", sid) is None
+                and views.get("volume_snapshots", sid) is None
+            ):
                 raise NotFound(f"no such snapshot: {snapshot_id}")
             ids = [sid]
         else:
@@ -372,7 +376,7 @@ class Controller:
 
     def _vm_record(self, vm_id: str) -> Vm:
         try:
-            record = self._log.repository.get(Vm.create_id(vm_id))
+            record: Aggregate = self._log.repository.get(Vm.create_id(vm_id))
         except AggregateNotFoundError:
             return Vm(vm_id)
         assert isinstance(record, Vm)
@@ -380,7 +384,7 @@ class Controller:
 
     def _load(self, snapshot: str, kind: type[A]) -> A:
         try:
-            agg = self._log.repository.get(parse_id(snapshot))
+            agg: Aggregate | None = self._log.repository.get(parse_id(snapshot))
         except AggregateNotFoundError:
             agg = None
         if not isinstance(agg, kind):
@@ -388,7 +392,9 @@ class Controller:
             raise NotFound(f"no such {label}: {snapshot}")
         return agg
 
-    def _prepare(self, snapshot: str, trigger: str, operation: str) -> tuple[VmSnapshot, VmInfo, Vm]:
+    def _prepare(
+        self, snapshot: str, trigger: str, operation: str
+    ) -> tuple[VmSnapshot, VmInfo, Vm]:
         snap = self._load(snapshot, VmSnapshot)
         snap.check(trigger)
         vm = self._vm(snap.vm_id)
@@ -403,7 +409,7 @@ class Controller:
             info = self._wiring.inventory.pool(pool_id)
             assert info is not None
             try:
-                pool = self._log.repository.get(Pool.create_id(pool_id))
+                pool: Aggregate = self._log.repository.get(Pool.create_id(pool_id))
                 assert isinstance(pool, Pool)
                 pool.observe(info.name, info.driver, c)
             except AggregateNotFoundError:
@@ -445,7 +451,7 @@ class Controller:
         Whether the controller that claimed a VM may still be running the operation.
         Another host's controller is assumed alive: recover there, or after it is gone.
         """
-        host, pid, token = (str(owner).split(":") + ["", "", ""])[:3]
+        host, pid = [*str(owner).split(":"), "", ""][:2]
         if owner == self.owner:
             return sid in self._running
         if host != socket.gethostname():
@@ -464,7 +470,8 @@ class Controller:
         record = self._vm_record(vm_id)
         sid = record.in_flight
         assert sid is not None
-        agg = self._log.repository.get(UUID(sid))
+        agg: Aggregate = self._log.repository.get(UUID(sid))
+        assert isinstance(agg, SnapshotAggregate)
         vm = self._vm(vm_id)
         steps = self._steps(agg, vm)
         reason = f"recovered after the controller {record.owner} stopped"

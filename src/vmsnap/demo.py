@@ -100,8 +100,14 @@ def run_demo(folder: Path | None, *, as_json: bool = False) -> int:
     """
     folder = folder or Path(tempfile.mkdtemp(prefix="vmsnap-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
-    for leftover in ("vmsnap.db", "vmsnap.db-wal", "vmsnap.db-shm", "sim-state.db",
-                     "sim-state.db-wal", "sim-state.db-shm"):
+    for leftover in (
+        "vmsnap.db",
+        "vmsnap.db-wal",
+        "vmsnap.db-shm",
+        "sim-state.db",
+        "sim-state.db-wal",
+        "sim-state.db-shm",
+    ):
         (folder / leftover).unlink(missing_ok=True)
     config = folder / "vmsnap.toml"
     config.write_text(DEMO_CONFIG, encoding="utf-8")
@@ -117,7 +123,9 @@ def run_demo(folder: Path | None, *, as_json: bool = False) -> int:
         config=str(config),
     )
     if as_json:
-        print(json.dumps({"dir": str(folder), "config": str(config), "steps": story.steps}, indent=2))
+        print(
+            json.dumps({"dir": str(folder), "config": str(config), "steps": story.steps}, indent=2)
+        )
     return 0
 
 
@@ -129,7 +137,9 @@ def _tell(c: Controller, story: Story) -> None:
         pools=[p.to_dict() for p in pools],
     )
     snap = c.create_vm_snapshot("vm-1", name="before-upgrade", description="demo", quiesce=True)
-    calls = [x for x in c._wiring.worlds[next(iter(c._wiring.worlds))].calls() if x["vm_id"] == "vm-1"]
+    calls = [
+        x for x in c._wiring.worlds[next(iter(c._wiring.worlds))].calls() if x["vm_id"] == "vm-1"
+    ]
     story.say(
         "2. A quiesced VM snapshot of vm-1 across the default driver and two vendor drivers",
         view_text(snap)
@@ -144,8 +154,11 @@ def _tell(c: Controller, story: Story) -> None:
         refused = "(unexpectedly accepted)"
     except InvalidRequest as e:
         refused = f"refused, nothing recorded: {e}"
-    story.say("3. A quiesced volume snapshot on pure-1 (no VOLUME_SNAPSHOT_QUIESCEVM)", refused,
-              refused=refused)
+    story.say(
+        "3. A quiesced volume snapshot on pure-1 (no VOLUME_SNAPSHOT_QUIESCEVM)",
+        refused,
+        refused=refused,
+    )
     vol = c.create_volume_snapshot("vol-2", quiesce=True)
     story.say("4. A quiesced volume snapshot on netapp-1", view_text(vol), snapshot=vol.to_dict())
     xen = c.create_vm_snapshot("vm-2", quiesce=True)
@@ -161,14 +174,22 @@ def _tell(c: Controller, story: Story) -> None:
         snapshot=kvm.to_dict(),
     )
     reverted = c.revert_vm_snapshot(snap.id)
-    story.say("7. Revert vm-1 to its snapshot", f"state={reverted.state} current={reverted.current}",
-              snapshot=reverted.to_dict())
+    story.say(
+        "7. Revert vm-1 to its snapshot",
+        f"state={reverted.state} current={reverted.current}",
+        snapshot=reverted.to_dict(),
+    )
     deleted = c.delete_vm_snapshot(snap.id)
     story.say("8. Delete it", f"state={deleted.state}", snapshot=deleted.to_dict())
     timeline = c.audit_timeline(snap.id)
-    story.say("9. The audit timeline of that snapshot", timeline_text(timeline),
-              events=[e.to_dict() for e in timeline])
+    story.say(
+        "9. The audit timeline of that snapshot",
+        timeline_text(timeline),
+        events=[e.to_dict() for e in timeline],
+    )
     report = c.audit_verify()
-    story.say("10. Replay the whole log and check it",
-              f"ok={report.ok}, {report.events} events, problems: {list(report.problems) or 'none'}",
-              verify=report.to_dict())
+    story.say(
+        "10. Replay the whole log and check it",
+        f"ok={report.ok}, {report.events} events, problems: {list(report.problems) or 'none'}",
+        verify=report.to_dict(),
+    )

@@ -8,6 +8,7 @@ Each step saves its events before the next call (invariant 1). A step that fails
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -106,10 +107,8 @@ class Steps:
         # A quiesce call that never answered may have frozen the VM: thaw to be sure.
         maybe_frozen = snap.frozen or snap.state == QUIESCING
         temp = snap.hypervisor_snapshot if _is_temporary(snap) else None
-        try:
+        with contextlib.suppress(StepFailed):  # recorded; the caller reports leftovers
             self.unquiesce(ref, maybe_frozen, temp, reason)
-        except StepFailed:
-            pass
 
 
 def _is_temporary(snap: SnapshotAggregate) -> bool:
@@ -243,7 +242,9 @@ class VmSnapshotFlow:
                     lambda d=driver, v=volumes: d.revert_vm_snapshot(v, snap.ref),  # type: ignore[misc]
                     pool_id=group.pool_id,
                 )
-                snap.record_driver_reverted(group.pool_id, group.driver, group.volume_ids, bool(result))
+                snap.record_driver_reverted(
+                    group.pool_id, group.driver, group.volume_ids, bool(result)
+                )
                 steps.save(snap)
         except StepFailed as e:
             snap.fail_revert(str(e))
@@ -313,7 +314,9 @@ class VolumeSnapshotFlow:
     Create (quiesced where asked and allowed) and delete one volume snapshot.
     """
 
-    def __init__(self, steps: Steps, vm_record: Vm, driver: StorageDriver, volume: VolumeInfo) -> None:
+    def __init__(
+        self, steps: Steps, vm_record: Vm, driver: StorageDriver, volume: VolumeInfo
+    ) -> None:
         self.steps = steps
         self.snap: VolumeSnapshot = steps.snap  # type: ignore[assignment]
         self.vm_record = vm_record
@@ -397,4 +400,3 @@ class VolumeSnapshotFlow:
             return
         self.snap.finish_delete()
         self._end("removed")
-

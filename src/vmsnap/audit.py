@@ -24,7 +24,7 @@ class Audit:
         self.views = views
 
     def view(self, n: Notification) -> EventView:
-        event = self.log.mapper.to_domain_event(n)
+        event: Any = self.log.mapper.to_domain_event(n)
         return EventView(
             position=n.id,
             originator_id=str(event.originator_id),

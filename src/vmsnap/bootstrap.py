@@ -72,7 +72,9 @@ def _hypervisor(h: HypervisorConfig, worlds: dict[Path, SimulatorWorld]) -> Hype
     return SimulatorHypervisor(h.name, h.profile, worlds[h.state], h.faults, h.delay_s)
 
 
-def _driver(p: PoolConfig, worlds: dict[Path, SimulatorWorld], hypervisor_for: object) -> StorageDriver:
+def _driver(
+    p: PoolConfig, worlds: dict[Path, SimulatorWorld], hypervisor_for: object
+) -> StorageDriver:
     if p.info.driver == "default":
         return DefaultStorageDriver(p.info, hypervisor_for)  # type: ignore[arg-type]
     if p.info.driver == "qcow2":

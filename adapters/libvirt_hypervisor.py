@@ -10,7 +10,7 @@ import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import attrs
 import libvirt
@@ -36,7 +36,7 @@ _FLAG_NAMES = (
     (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE, "QUIESCE"),
     (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC, "ATOMIC"),
 )
-#: Raised by the libvirt call for a disk that matches no volume (not a libvirt code).
+#: The DriverError code when no disk of the domain holds the volume (not a libvirt code).
 NO_DISK = "no-disk"
 
 _quiet_lock = threading.Lock()
@@ -76,7 +76,7 @@ class LibvirtHypervisor(Hypervisor):
     def __repr__(self) -> str:
         return f"LibvirtHypervisor({self.name!r}, {self.uri!r})"
 
-    def __enter__(self) -> LibvirtHypervisor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -79,9 +79,7 @@ class Qcow2Driver(StorageDriver):
         Raises:
             DriverError: the id cannot name a file inside the pool folder.
         """
-        if not volume_id or "/" in volume_id or "\0" in volume_id or volume_id.startswith("."):
-            raise DriverError(f"pool {self.pool.id}: bad volume id {volume_id!r}", BAD_NAME)
-        return self.path / f"{volume_id}.qcow2"
+        return _volume_file(self.path, volume_id)
 
     def list_snapshots(self, volume_id: str) -> list[str]:
         """
@@ -251,8 +249,7 @@ def create_volume(
         DriverError: the file exists already, or qemu-img failed.
     """
     folder = Path(path_folder)
-    pool = PoolInfo(id=str(folder), name=str(folder), driver="qcow2")
-    file = Qcow2Driver(pool, folder).volume_path(volume_id)
+    file = _volume_file(folder, volume_id)
     if file.exists():
         raise DriverError(f"volume {volume_id}: {file} exists already", EXISTS)
     folder.mkdir(parents=True, exist_ok=True)
@@ -305,6 +302,12 @@ def _classify(message: str) -> str:
     if "snapshot not found" in message or "Failed to load snapshot" in message:
         return NO_SNAPSHOT
     return FAILED
+
+
+def _volume_file(folder: Path, volume_id: str) -> Path:
+    if not volume_id or "/" in volume_id or "\0" in volume_id or volume_id.startswith("."):
+        raise DriverError(f"bad volume id {volume_id!r} for a file in {folder}", BAD_NAME)
+    return folder / f"{volume_id}.qcow2"
 
 
 def _snapshot_names(info: dict[str, Any]) -> list[str]:

@@ -109,7 +109,8 @@ class Qcow2Driver(StorageDriver):
             try:
                 self._snapshot(volume.id, file, "-c", snapshot.name)
             except DriverError as e:
-                raise self._rolled_back(e, made, snapshot.name) from None
+                # The failed call may still have made it (killed on timeout): undo it too.
+                raise self._rolled_back(e, [*made, (volume, file)], snapshot.name) from None
             made.append((volume, file))
         return True
 
@@ -175,20 +176,21 @@ class Qcow2Driver(StorageDriver):
             )
         return self.volume_path(volume.id)
 
-    def _delete(self, volume_id: str, file: Path, name: str) -> None:
+    def _delete(self, volume_id: str, file: Path, name: str) -> int:
         # qcow2 allows several snapshots with one name; delete them all (bounded).
         count = _snapshot_names(self._info(volume_id, file)).count(name)
         for _ in range(count):
             self._snapshot(volume_id, file, "-d", name)
+        return count
 
     def _rolled_back(
-        self, error: DriverError, made: list[tuple[VolumeInfo, Path]], name: str
+        self, error: DriverError, touched: list[tuple[VolumeInfo, Path]], name: str
     ) -> DriverError:
         undone, stuck = [], []
-        for volume, file in reversed(made):
+        for volume, file in reversed(touched):
             try:
-                self._delete(volume.id, file, name)
-                undone.append(volume.id)
+                if self._delete(volume.id, file, name):
+                    undone.append(volume.id)
             except DriverError as e:
                 stuck.append(f"{volume.id} ({e.message})")
         note = ""

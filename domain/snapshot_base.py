@@ -121,6 +121,19 @@ class SnapshotAggregate(Aggregate):
         A hypervisor or driver call raised; the workflow decides what follows.
         """
 
+    @event("DeadlineExceeded")
+    def record_deadline_exceeded(self, target: str, op: str, deadline_s: float) -> None:
+        """
+        The VM stayed frozen for the whole quiesce deadline while ``op`` still ran: it is
+        thawed now, and the snapshot will fail.
+        """
+
+    @event("AlertRaised")
+    def record_alert(self, kind: str, message: str) -> None:
+        """
+        Something needs an operator: e.g. a VM that may be left frozen.
+        """
+
     def complete(self, quiesced: bool, consistency: str) -> None:
         self.check("complete")
         self._completed(quiesced, consistency)

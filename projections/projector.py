@@ -30,6 +30,7 @@ def project(event: Any, rows: Rows, position: int) -> None:
         if doc is not None:
             _snapshot_event(table, doc, event)
             rows.put(table, sid, doc, position)
+            _frozen_vms(doc, event, rows, position)
             return
 
 
@@ -94,6 +95,23 @@ def _snapshot_event(table: str, doc: Doc, e: Any) -> None:
         doc["updated"] = _when(e)
 
 
+def _frozen_vms(snapshot: Doc, e: Any, rows: Rows, position: int) -> None:
+    # The VMs believed frozen: frozen by a quiesce, until a thaw is recorded.
+    name = type(e).__name__
+    vm_id = snapshot["vm_id"]
+    if name == "Quiesced" and e.result.frozen:
+        changes = {"frozen": True, "frozen_by": snapshot["id"], "frozen_since": _when(e)}
+    elif name == "Unquiesced" and e.thawed:
+        changes = {"frozen": False, "frozen_by": None, "frozen_since": None, "alert": None}
+    elif name == "AlertRaised":
+        changes = {"alert": e.message}
+    else:
+        return
+    doc = _vm(rows, vm_id)
+    doc.update(changes)
+    rows.put("vms", vm_id, doc, position)
+
+
 def _vm(rows: Rows, vm_id: str) -> Doc:
     return rows.get("vms", vm_id) or {
         "vm_id": vm_id,
@@ -101,6 +119,10 @@ def _vm(rows: Rows, vm_id: str) -> Doc:
         "in_flight": None,
         "operation": None,
         "owner": None,
+        "frozen": False,
+        "frozen_by": None,
+        "frozen_since": None,
+        "alert": None,
     }
 
 

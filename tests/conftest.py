@@ -7,9 +7,10 @@ The world (see :func:`write_config`):
 - hypervisors ``esx1`` (vmware), ``xen1`` (xenserver), ``kvm1`` (kvm);
 - pools ``primary-1`` (default driver, advertises nothing), ``netapp-1`` and ``pure-1``
   (vendor simulator pools, configurable), ``plain-1`` (a simulator pool advertising nothing);
-- VMs ``vm-vmware`` (volumes on primary-1, netapp-1 and pure-1: three drivers), ``vm-xen``
-  and ``vm-kvm`` (primary-1 and netapp-1), ``vm-plain`` (primary-1 and plain-1: the
-  hypervisor strategy) and ``vm-stopped`` (Stopped, primary-1 and netapp-1).
+- VMs ``vm-vmware`` and ``vm-kvm`` (volumes on primary-1, netapp-1 and pure-1: three
+  drivers), ``vm-xen`` (primary-1 and netapp-1), ``vm-san`` (netapp-1 and pure-1 only, so
+  every driver may answer True), ``vm-plain`` (primary-1 and plain-1: the hypervisor
+  strategy) and ``vm-stopped`` (Stopped, primary-1 and netapp-1).
 """
 
 from __future__ import annotations
@@ -55,7 +56,16 @@ VMS: dict[str, tuple[str, str, list[tuple[str, str, str]]]] = {
     "vm-kvm": (
         "kvm1",
         "Running",
-        [("kvm-root", "primary-1", "ROOT"), ("kvm-data", "netapp-1", "DATADISK")],
+        [
+            ("kvm-root", "primary-1", "ROOT"),
+            ("kvm-data", "netapp-1", "DATADISK"),
+            ("kvm-db", "pure-1", "DATADISK"),
+        ],
+    ),
+    "vm-san": (
+        "esx1",
+        "Running",
+        [("san-data", "netapp-1", "ROOT"), ("san-db", "pure-1", "DATADISK")],
     ),
     "vm-plain": (
         "esx1",

@@ -23,6 +23,7 @@ from vmsnap.views import (
     PoolView,
     VerifyReport,
     VmSnapshotView,
+    VmView,
     VolumeSnapshotView,
     VolumeView,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "StoreError",
     "VerifyReport",
     "VmSnapshotView",
+    "VmView",
     "VmsnapError",
     "VolumeSnapshotView",
     "VolumeView",

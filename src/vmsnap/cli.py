@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     command("show", "one volume snapshot", snaps).add_argument("id")
     command("delete", "delete a volume snapshot", snaps).add_argument("id")
 
+    vm_group = group("vms", "VMs as the log knows them")
+    p = command("list", "VMs with their operation in flight and whether believed frozen", vm_group)
+    p.add_argument("--frozen", action="store_true", help="only VMs believed frozen")
+
     command("recover", "finish or compensate operations left in flight by a crashed controller")
 
     audit = group("audit", "replay the event log")
@@ -321,6 +325,15 @@ def _run_with(c: Controller, args: argparse.Namespace, cmd: str, action: str | N
         if action == "show":
             return _show(args, c.get_volume_snapshot(args.id), ran=False)
         return _show(args, c.delete_volume_snapshot(args.id))
+    if cmd == "vms":
+        return _list(
+            args,
+            c.list_vms(args.frozen),
+            lambda vs: _table(
+                [(v.id, v.hypervisor, v.operation, v.in_flight, v.frozen, v.alert) for v in vs],
+                ("id", "hypervisor", "operation", "in flight", "frozen", "alert"),
+            ),
+        )
     if cmd == "recover":
         done = c.recover()
         if args.json:

@@ -5,6 +5,7 @@ the adapters and answers from the views. The public face for an embedding contro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -40,11 +41,12 @@ from vmsnap.views import (
     PoolView,
     VerifyReport,
     VmSnapshotView,
+    VmView,
     VolumeInSnapshot,
     VolumeSnapshotView,
     VolumeView,
 )
-from vmsnap.workflows import Steps, VmSnapshotFlow, VolumeSnapshotFlow
+from vmsnap.workflows import StepFailed, Steps, VmSnapshotFlow, VolumeSnapshotFlow
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -306,6 +308,31 @@ class Controller:
                 )
         return views
 
+    def list_vms(self, frozen: bool = False) -> list[VmView]:
+        """
+        The VMs with their operation in flight and whether they are believed frozen
+        (``frozen=True``: only those).
+        """
+        views = self._views_current()
+        result = []
+        for vm in self._wiring.inventory.vms():
+            doc = views.get("vms", vm.id) or {}
+            view = VmView(
+                vm.id,
+                vm.hypervisor,
+                vm.power_state,
+                doc.get("in_flight"),
+                doc.get("operation"),
+                doc.get("current"),
+                bool(doc.get("frozen")),
+                doc.get("frozen_by"),
+                doc.get("frozen_since"),
+                doc.get("alert"),
+            )
+            if view.frozen or not frozen:
+                result.append(view)
+        return result
+
     # Store, recovery and audit -------------------------------------------------------
 
     def migrate(self) -> int:
@@ -323,10 +350,35 @@ class Controller:
         done: list[VmSnapshotView | VolumeSnapshotView] = []
         for vm_doc in self._views_current().select("vms", {}):
             sid = vm_doc.get("in_flight")
-            if sid is None or self._owner_alive(vm_doc.get("owner"), sid):
-                continue
-            done.append(self._recover_vm(vm_doc["vm_id"]))
+            if sid is not None and not self._owner_alive(vm_doc.get("owner"), sid):
+                done.append(self._recover_vm(vm_doc["vm_id"]))
+            elif sid is None and vm_doc.get("frozen") and vm_doc.get("frozen_by"):
+                done.append(self._thaw_again(vm_doc["vm_id"], vm_doc["frozen_by"]))
         return done
+
+    def _thaw_again(self, vm_id: str, sid: str) -> VmSnapshotView | VolumeSnapshotView:
+        """
+        Thaw a VM whose thaw failed earlier, recorded on the snapshot that froze it.
+        """
+        record = self._vm_record(vm_id)
+        record.start("thaw", sid, self.owner)
+        agg: Aggregate = self._log.repository.get(UUID(sid))
+        assert isinstance(agg, SnapshotAggregate)
+        self._claim(record, agg)
+        steps = self._steps(agg, self._vm(vm_id))
+        try:
+            with contextlib.suppress(StepFailed):
+                steps.unquiesce(agg.ref, True, None, "recovery")
+        finally:
+            record.end(sid, "thawed" if not agg.frozen else "still frozen")
+            steps.save(record)
+            self._done(sid)
+        return self._view_of(agg)
+
+    def _view_of(self, agg: SnapshotAggregate) -> VmSnapshotView | VolumeSnapshotView:
+        if isinstance(agg, VmSnapshot):
+            return self.get_vm_snapshot(str(agg.id))
+        return self.get_volume_snapshot(str(agg.id))
 
     def audit_timeline(
         self, snapshot_id: str | None = None, vm_id: str | None = None
@@ -435,7 +487,14 @@ class Controller:
         def save(*aggregates: Aggregate) -> None:
             self._log.save(*aggregates)
 
-        return Steps(save, snap, vm, self._wiring.hypervisor_of(vm), self._wiring.drivers)
+        return Steps(
+            save,
+            snap,
+            vm,
+            self._wiring.hypervisor_of(vm),
+            self._wiring.drivers,
+            self.config.limits.quiesce_deadline_s,
+        )
 
     def _done(self, sid: str) -> None:
         self._running.discard(sid)

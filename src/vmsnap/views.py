@@ -89,6 +89,27 @@ class VolumeView:
 
 
 @attrs.frozen
+class VmView:
+    """
+    A VM as the log knows it: the operation in flight, and whether it is believed frozen.
+    """
+
+    id: str
+    hypervisor: str
+    power_state: str
+    in_flight: str | None
+    operation: str | None
+    current: str | None
+    frozen: bool
+    frozen_by: str | None
+    frozen_since: str | None
+    alert: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+
+@attrs.frozen
 class EventView:
     """
     One stored event, as ``audit timeline`` and ``audit export`` show it.

@@ -9,6 +9,8 @@ Each step saves its events before the next call (invariant 1). A step that fails
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -42,12 +44,16 @@ class Steps:
         vm: VmInfo,
         hypervisor: Hypervisor,
         drivers: dict[str, StorageDriver],
+        quiesce_deadline_s: float = 60.0,
     ) -> None:
         self.save = save
         self.snap = snapshot
         self.vm = vm
         self.hv = hypervisor
         self.drivers = drivers
+        self.quiesce_deadline_s = quiesce_deadline_s
+        self.thaw_by: float | None = None  # monotonic time the frozen VM must be thawed by
+        self.expired = False
 
     def call(
         self,
@@ -61,6 +67,8 @@ class Steps:
         error = ""
         for attempt in range(1, attempts + 1):
             try:
+                if self.thaw_by is not None and self.snap.frozen:
+                    return self._within_deadline(target, op, fn)
                 return fn()
             except Exception as e:  # every failure is recorded, whatever raised it
                 code = e.code if isinstance(e, DriverError) else type(e).__name__
@@ -68,6 +76,42 @@ class Steps:
                 self.snap.record_call_failed(target, op, error, code, attempt, pool_id)
                 self.save(self.snap)
         raise StepFailed(f"{op} on {target} failed: {error}")
+
+    def _within_deadline(self, target: str, op: str, fn: Callable[[], T]) -> T:
+        """
+        Run a call while the VM is frozen; if the quiesce deadline passes first, thaw the
+        VM at once and let the call finish (its answer is still recorded), then fail.
+        """
+        outcome: list[T] = []
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                outcome.append(fn())
+            except BaseException as e:
+                errors.append(e)
+
+        worker = threading.Thread(target=run, name=f"vmsnap-{op}-{target}", daemon=True)
+        worker.start()
+        assert self.thaw_by is not None
+        worker.join(max(0.0, self.thaw_by - time.monotonic()))
+        if worker.is_alive():
+            self.expired = True
+            self.snap.record_deadline_exceeded(target, op, self.quiesce_deadline_s)
+            self.save(self.snap)
+            with contextlib.suppress(StepFailed):  # recorded; recover retries a failed thaw
+                self.unquiesce(self.snap.ref, True, None, "deadline")
+            worker.join()
+        if errors:
+            raise errors[0]
+        return outcome[0]
+
+    def check_deadline(self) -> None:
+        if self.expired:
+            raise StepFailed(
+                f"quiesce deadline of {self.quiesce_deadline_s:g}s exceeded: "
+                "the VM was thawed while a call still ran"
+            )
 
     def volumes(self, ids: tuple[str, ...]) -> list[VolumeInfo]:
         by_id = {v.id: v for v in self.vm.volumes}
@@ -81,6 +125,8 @@ class Steps:
         )
         self.snap.record_quiesced(result)
         self.save(self.snap)
+        if result.frozen:
+            self.thaw_by = time.monotonic() + self.quiesce_deadline_s
 
     def unquiesce(self, ref: SnapshotRef, thaw: bool, release: str | None, reason: str) -> None:
         """
@@ -89,12 +135,23 @@ class Steps:
         if not thaw and release is None:
             return
         attempts = THAW_ATTEMPTS if thaw else 1
-        detail = self.call(
-            self.hv.name,
-            "unquiesce",
-            lambda: self.hv.unquiesce(self.vm, ref, thaw=thaw, release=release),
-            attempts=attempts,
-        )
+        deadline, self.thaw_by = self.thaw_by, None  # the unquiesce call itself is not cut short
+        try:
+            detail = self.call(
+                self.hv.name,
+                "unquiesce",
+                lambda: self.hv.unquiesce(self.vm, ref, thaw=thaw, release=release),
+                attempts=attempts,
+            )
+        except StepFailed as e:
+            self.thaw_by = deadline
+            if thaw and self.snap.frozen:
+                self.snap.record_alert(
+                    "vm-frozen",
+                    f"VM {self.vm.id} may still be frozen: thaw failed {attempts} times",
+                )
+                self.save(self.snap)
+            raise e
         self.snap.record_unquiesced(thaw, release, reason, detail)
         self.save(self.snap)
 
@@ -176,6 +233,7 @@ class VmSnapshotFlow:
             )
             snap.record_driver_snapshot(group.pool_id, group.driver, group.volume_ids, bool(answer))
             steps.save(snap)
+            steps.check_deadline()
         decision = decide_unquiesce(
             snap.answers,
             frozen=snap.frozen,
@@ -344,6 +402,7 @@ class VolumeSnapshotFlow:
             )
             snap.record_taken(snap.pool_id, snap.driver, name)
             steps.save(snap)
+            steps.check_deadline()
             if snap.quiesce_requested:
                 decision = decide_unquiesce(
                     {snap.pool_id: True},

@@ -29,6 +29,8 @@ STABLE_TOPICS = sorted(
                 "UnquiesceDecided",
                 "Unquiesced",
                 "CallFailed",
+                "DeadlineExceeded",
+                "AlertRaised",
                 "Completed",
                 "Failed",
                 "DeleteStarted",

@@ -1,13 +1,7 @@
 """
-Draw the workflow machines of ``vmsnap.domain.workflow`` as pictures for the docs.
-
-Reads each machine's own ``states`` and ``events[...].transitions`` and writes a Mermaid
-``stateDiagram-v2`` (``docs/<name>.mmd``) and an SVG rendered from Graphviz DOT by ``dot``
-(``docs/<name>.svg``); the VM snapshot diagram also replaces the Mermaid block in
-README.md between the state-diagram markers.
-
-    python scripts/draw_state_diagram.py           # write the pictures (needs Graphviz dot)
-    python scripts/draw_state_diagram.py --check   # exit 1 if a committed picture is stale
+Draw the workflow machines of vmsnap.domain.workflow from their own states and transitions:
+docs/<name>.mmd (Mermaid), docs/<name>.svg (Graphviz dot) and the README's Mermaid block.
+With --check, write nothing and exit 1 if a committed picture differs from the machines.
 """
 
 from __future__ import annotations
@@ -24,10 +18,11 @@ from transitions import Machine
 from vmsnap.domain.workflow import VM_SNAPSHOT_MACHINE, VOLUME_SNAPSHOT_MACHINE
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+README, DOCS = ROOT / "README.md", ROOT / "docs"
 START, END = "<!-- state-diagram:start -->", "<!-- state-diagram:end -->"
 MACHINES = {"state-diagram": VM_SNAPSHOT_MACHINE, "volume-state-diagram": VOLUME_SNAPSHOT_MACHINE}
 DIGEST = "<!-- dot-source-sha256: {} -->"
+SELF = Path(__file__).name
 
 
 def edges(machine: Machine) -> list[tuple[str, str, str]]:
@@ -67,19 +62,19 @@ def dot_source(machine: Machine) -> str:
 
 
 def digest_line(machine: Machine) -> str:
+    # Lets --check tell a stale SVG without depending on the version of dot.
     return DIGEST.format(hashlib.sha256(dot_source(machine).encode()).hexdigest())
 
 
 def svg(machine: Machine) -> str:
     dot = shutil.which("dot")
     if dot is None:
-        sys.exit("error: Graphviz 'dot' is not on PATH; install graphviz (apt-get install graphviz)")
+        sys.exit("error: Graphviz 'dot' is not on PATH; install graphviz (apt install graphviz)")
     done = subprocess.run(
         [dot, "-Tsvg"], input=dot_source(machine), capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
         sys.exit(f"error: dot failed: {done.stderr.strip()}")
-    # The digest lets --check tell a stale picture without depending on dot's version.
     return done.stdout.replace("<svg", digest_line(machine) + "\n<svg", 1)
 
 
@@ -91,38 +86,31 @@ def readme_with(text: str, block: str) -> str:
     return f"{head}{START}\n```mermaid\n{block}```\n{END}{tail}"
 
 
-def check() -> list[str]:
-    """Return the committed files that differ from what the machines give."""
-    stale = []
-    for name, machine in MACHINES.items():
-        mmd, pic = ROOT / "docs" / f"{name}.mmd", ROOT / "docs" / f"{name}.svg"
-        if not mmd.is_file() or mmd.read_text() != mermaid(machine):
-            stale.append(str(mmd.relative_to(ROOT)))
-        if not pic.is_file() or digest_line(machine) not in pic.read_text():
-            stale.append(str(pic.relative_to(ROOT)))
-    text = README.read_text() if README.is_file() else ""
-    if readme_with(text, mermaid(VM_SNAPSHOT_MACHINE)) != text:
-        stale.append(README.name)
-    return stale
+def read(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.is_file() else ""
 
 
-def write() -> None:
-    for name, machine in MACHINES.items():
-        (ROOT / "docs" / f"{name}.mmd").write_text(mermaid(machine))
-        (ROOT / "docs" / f"{name}.svg").write_text(svg(machine))
-    README.write_text(readme_with(README.read_text(), mermaid(VM_SNAPSHOT_MACHINE)))
+def texts() -> dict[Path, str]:
+    """Return the Mermaid files and the README as the machines give them."""
+    files = {DOCS / f"{name}.mmd": mermaid(machine) for name, machine in MACHINES.items()}
+    files[README] = readme_with(read(README), mermaid(VM_SNAPSHOT_MACHINE))
+    return files
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 if a picture is stale")
-    if not parser.parse_args().check:
-        write()
+    check, files = parser.parse_args().check, texts()
+    if not check:
+        files |= {DOCS / f"{name}.svg": svg(machine) for name, machine in MACHINES.items()}
+        for path, text in files.items():
+            path.write_text(text, encoding="utf-8")
         return 0
-    stale = check()
+    stale = [path for path, text in files.items() if read(path) != text]
+    svgs = {DOCS / f"{name}.svg": digest_line(machine) for name, machine in MACHINES.items()}
+    stale += [path for path, digest in svgs.items() if digest not in read(path)]
     for path in stale:
-        print(f"error: {path} differs from the workflow machine; run {Path(__file__).name}",
-              file=sys.stderr)
+        print(f"error: {path.relative_to(ROOT)} is stale; run scripts/{SELF}", file=sys.stderr)
     return 1 if stale else 0
 
 

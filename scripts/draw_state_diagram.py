@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """
 Draw the workflow machines of vmsnap.domain.workflow from their own states and transitions:
 docs/<name>.mmd (Mermaid), docs/<name>.svg (Graphviz dot) and the README's Mermaid block.

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from vmsnap import demo_libvirt
 from vmsnap.cli import timeline_text, view_text
 from vmsnap.controller import Controller
 from vmsnap.domain.exceptions import InvalidRequest
@@ -114,6 +115,12 @@ def run_demo(folder: Path | None, *, as_json: bool = False) -> int:
     story = Story(as_json)
     with Controller.from_config(config) as c:
         _tell(c, story)
+    missing = demo_libvirt.available()
+    if missing is None:
+        for title, text in demo_libvirt.tell(folder):
+            story.say(f"libvirt + qcow2: {title}", text, detail=text)
+    else:
+        story.say("libvirt + qcow2", f"skipped: {missing}", skipped=missing)
     story.say(
         "Try it yourself",
         f"vmsnap --config {config} vm-snapshots list --all\n"

@@ -1,0 +1,289 @@
+"""
+A hypothesis state machine that drives a Controller (SQLite file store + simulated world)
+with random commands, against a plain model of what each snapshot's state must be.
+
+A second Controller on the same store and world has a vendor pool (netapp-1) whose
+take/revert/delete of VM snapshots fail; rules switch between the two.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+)
+
+from tests.conftest import STATE_FILE, VMS, VendorPool, write_config
+from vmsnap import Controller, InvalidRequest
+from vmsnap.adapters.simulator import SimulatorWorld
+from vmsnap.domain.exceptions import IllegalTransition
+from vmsnap.domain.workflow import (
+    EVENT_TRIGGERS,
+    VM_SNAPSHOT_WORKFLOW,
+    VOLUME_SNAPSHOT_WORKFLOW,
+    Workflow,
+)
+
+LIMIT = 3
+NETAPP_FAULTS = {
+    "take_vm_snapshot": "fail",
+    "revert_vm_snapshot": "fail",
+    "delete_vm_snapshot": "fail",
+}
+QUIESCE_POOLS = {"netapp-1", "pure-1"}
+VOLUMES = sorted(
+    (vol, pool) for vm, (_, power, vols) in VMS.items() if power == "Running" for vol, pool, _ in vols
+)
+
+
+def _uses_netapp(vm_id: str) -> bool:
+    return any(pool == "netapp-1" for _, pool, _ in VMS[vm_id][2])
+
+
+@attrs.define
+class Expected:
+    """What the model expects of one VM snapshot."""
+
+    vm_id: str
+    name: str
+    state: str
+    parent: str | None
+    netapp_held: bool  # the faulty pool holds a snapshot of it, so its faults apply
+
+
+class WorkflowMachine(RuleBasedStateMachine):
+    snapshots = Bundle("snapshots")
+
+    @initialize()
+    def open_controllers(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="vmsnap-machine-"))
+        healthy = write_config(self.folder, max_vm_snapshots_per_vm=LIMIT)
+        faulty = write_config(
+            self.folder,
+            filename="faulty.toml",
+            max_vm_snapshots_per_vm=LIMIT,
+            netapp=VendorPool(faults=NETAPP_FAULTS),
+        )
+        self.healthy = Controller.from_config(healthy)
+        self.faulty = Controller.from_config(faulty)
+        self.ctrl = self.healthy
+        self.world = SimulatorWorld(self.folder / STATE_FILE)
+        self.model: dict[str, Expected] = {}
+        self.current: dict[str, str | None] = {vm: None for vm in VMS}
+        self.volume_snapshots: dict[str, str] = {}
+        self.histories: dict[str, list[str]] = {}
+
+    def teardown(self) -> None:
+        for name in ("healthy", "faulty", "world"):
+            thing = getattr(self, name, None)
+            if thing is not None:
+                thing.close()
+        folder = getattr(self, "folder", None)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    @property
+    def is_faulty(self) -> bool:
+        return self.ctrl is self.faulty
+
+    def _events(self) -> int:
+        return len(list(self.ctrl.audit_export()))
+
+    def _refused(self, error: type[Exception], call: Callable[[], Any]) -> None:
+        before = self._events()
+        with pytest.raises(error):
+            call()
+        assert self._events() == before, "a refused request recorded events"
+
+    def _live(self, vm_id: str) -> list[Expected]:
+        return [s for s in self.model.values() if s.vm_id == vm_id and s.state != "removed"]
+
+    # -- rules ----------------------------------------------------------------------------
+
+    @precondition(lambda self: not self.is_faulty)
+    @rule()
+    def use_the_faulty_controller(self) -> None:
+        self.ctrl = self.faulty
+
+    @precondition(lambda self: self.is_faulty)
+    @rule()
+    def use_the_healthy_controller(self) -> None:
+        self.ctrl = self.healthy
+
+    @rule(
+        target=snapshots,
+        vm_id=st.sampled_from(sorted(VMS)),
+        name=st.sampled_from([None, None, "daily", "weekly"]),
+        memory=st.booleans(),
+        quiesce=st.booleans(),
+    )
+    def create(self, vm_id: str, name: str | None, memory: bool, quiesce: bool) -> Any:
+        live = self._live(vm_id)
+        stopped = VMS[vm_id][1] == "Stopped"
+        if (
+            (memory and stopped)
+            or (name is not None and any(s.name == name for s in live))
+            or len(live) >= LIMIT
+        ):
+            self._refused(
+                InvalidRequest,
+                lambda: self.ctrl.create_vm_snapshot(
+                    vm_id, name=name, memory=memory, quiesce=quiesce
+                ),
+            )
+            return multiple()
+        snap = self.ctrl.create_vm_snapshot(vm_id, name=name, memory=memory, quiesce=quiesce)
+        fails = self.is_faulty and _uses_netapp(vm_id)
+        expected = Expected(
+            vm_id,
+            snap.name,
+            "failed" if fails else "ready",
+            self.current[vm_id],
+            _uses_netapp(vm_id) and not fails,
+        )
+        assert snap.state == expected.state, snap.error
+        assert (snap.error is not None) is fails
+        assert snap.parent_id == expected.parent
+        assert snap.type == ("DiskAndMemory" if memory else "Disk")
+        self.model[snap.id] = expected
+        if not fails:
+            self.current[vm_id] = snap.id
+        return snap.id
+
+    @rule(sid=snapshots)
+    def revert(self, sid: str) -> None:
+        expected = self.model[sid]
+        if expected.state != "ready":
+            self._refused(IllegalTransition, lambda: self.ctrl.revert_vm_snapshot(sid))
+            return
+        self._revert(sid)
+
+    @precondition(lambda self: any(s.state == "ready" for s in self.model.values()))
+    @rule(data=st.data())
+    def revert_a_ready_snapshot(self, data: st.DataObject) -> None:
+        ready = sorted(sid for sid, s in self.model.items() if s.state == "ready")
+        self._revert(data.draw(st.sampled_from(ready), label="ready snapshot"))
+
+    def _revert(self, sid: str) -> None:
+        expected = self.model[sid]
+        snap = self.ctrl.revert_vm_snapshot(sid)
+        fails = self.is_faulty and expected.netapp_held
+        assert snap.state == "ready"
+        assert (snap.error is not None) is fails
+        if not fails:
+            self.current[expected.vm_id] = sid
+
+    @rule(sid=snapshots)
+    def delete(self, sid: str) -> None:
+        expected = self.model[sid]
+        if expected.state not in ("ready", "failed"):
+            self._refused(IllegalTransition, lambda: self.ctrl.delete_vm_snapshot(sid))
+            return
+        snap = self.ctrl.delete_vm_snapshot(sid)
+        fails = self.is_faulty and expected.netapp_held
+        if fails:
+            assert snap.state == "failed"
+            assert snap.error is not None
+            expected.state = "failed"
+            return
+        assert snap.state == "removed", snap.error
+        expected.state = "removed"
+        expected.netapp_held = False
+        for child in self.model.values():
+            if child.parent == sid:
+                child.parent = expected.parent
+        if self.current[expected.vm_id] == sid:
+            self.current[expected.vm_id] = expected.parent
+
+    @rule(volume=st.sampled_from(VOLUMES), quiesce=st.booleans())
+    def create_volume_snapshot(self, volume: tuple[str, str], quiesce: bool) -> None:
+        volume_id, pool_id = volume
+        if quiesce and pool_id not in QUIESCE_POOLS:
+            self._refused(
+                InvalidRequest, lambda: self.ctrl.create_volume_snapshot(volume_id, quiesce=True)
+            )
+            return
+        snap = self.ctrl.create_volume_snapshot(volume_id, quiesce=quiesce)
+        assert (snap.state, snap.error) == ("ready", None)
+        assert snap.quiesce_requested is quiesce
+        self.volume_snapshots[snap.id] = "ready"
+
+    # -- invariants -----------------------------------------------------------------------
+
+    @invariant()
+    def views_match_the_model(self) -> None:
+        if not hasattr(self, "ctrl"):
+            return
+        views = {s.id: s for s in self.ctrl.list_vm_snapshots(include_removed=True)}
+        assert set(views) == set(self.model)
+        for sid, view in views.items():
+            expected = self.model[sid]
+            assert view.state in VM_SNAPSHOT_WORKFLOW.states
+            assert view.state == expected.state, (sid, view.error)
+            if expected.state != "removed":
+                assert view.parent_id == expected.parent
+                assert view.current is (self.current[expected.vm_id] == sid)
+        volume_views = {s.id: s.state for s in self.ctrl.list_volume_snapshots()}
+        assert volume_views == self.volume_snapshots
+
+    @invariant()
+    def states_follow_the_machine_from_the_previous_state(self) -> None:
+        if not hasattr(self, "ctrl"):
+            return
+        workflows: dict[str, Workflow] = {}
+        histories: dict[str, list[str]] = {}
+        for event in self.ctrl.audit_export():
+            oid = event.originator_id
+            kind, _, name = event.type.rpartition(".")
+            if name == "Requested" and kind in ("VmSnapshot", "VolumeSnapshot"):
+                workflows[oid] = (
+                    VM_SNAPSHOT_WORKFLOW if kind == "VmSnapshot" else VOLUME_SNAPSHOT_WORKFLOW
+                )
+                histories[oid] = ["allocated"]
+            elif oid in histories and name in EVENT_TRIGGERS:
+                state = histories[oid][-1]
+                histories[oid].append(workflows[oid].next_state(state, EVENT_TRIGGERS[name]))
+        for oid, previous in self.histories.items():
+            assert histories[oid][: len(previous)] == previous, "history was rewritten"
+        for sid, expected in self.model.items():
+            assert histories[sid][-1] == expected.state
+        for sid, state in self.volume_snapshots.items():
+            assert histories[sid][-1] == state
+        self.histories = histories
+
+    @invariant()
+    def projections_equal_a_rebuild_from_the_log(self) -> None:
+        if not hasattr(self, "ctrl"):
+            return
+        report = self.ctrl.audit_verify()
+        assert report.ok, report.problems
+
+    @invariant()
+    def no_vm_is_left_frozen(self) -> None:
+        if not hasattr(self, "world"):
+            return
+        frozen = [vm for vm, state in self.world.show()["vms"].items() if state["frozen"]]
+        assert frozen == []
+
+
+WorkflowMachine.TestCase.settings = settings(
+    max_examples=25, stateful_step_count=15, deadline=None
+)
+TestWorkflow = WorkflowMachine.TestCase

@@ -70,7 +70,11 @@ class SqliteViews:
         self._create_tables()
 
     def _create_tables(self) -> None:
-        with self.transaction() as c:
+        with self.transaction(commit=False) as c:
+            c.execute(f"SELECT 1 FROM sqlite_master WHERE type='table' AND name='{TRACKING}'")
+            if c.fetchone() is not None:
+                return  # already there: opening a store stays read-only
+        with self.writing() as c:
             for table, cols in TABLES.items():
                 extra = "".join(f", {col}" for col in cols)
                 c.execute(
@@ -93,14 +97,28 @@ class SqliteViews:
         with self.datastore.transaction(commit=commit) as c:
             yield c
 
+    @contextmanager
+    def writing(self) -> Iterator[Any]:
+        """
+        A transaction that holds the write lock from its start (BEGIN IMMEDIATE): one that
+        reads and then writes fails at once, without waiting, when another process
+        committed in between; this one waits its turn instead.
+        """
+        with self.datastore.get_connection(commit=True) as conn:
+            cursor = conn.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
     def catch_up(self) -> int:
         """
         Project every event recorded after the tracking position; return the new position.
         """
-        with self._lock, self.transaction() as c:
-            # Write first, so this transaction holds the write lock before it reads:
-            # two processes catching up at once then take turns instead of failing.
-            c.execute(f"UPDATE {TRACKING} SET position=position WHERE name='views'")
+        with self._lock, self.writing() as c:
             c.execute(f"SELECT position FROM {TRACKING} WHERE name='views'")
             position = int(c.fetchone()[0])
             rows = CursorRows(c)

@@ -161,7 +161,8 @@ class Controller:
         )
         record.observe_volumes(vm.volumes)
         record.start("create", str(snap.id), self.owner, name, record.current)
-        self._claim(record, snap, *self._observe_pools(caps))
+        self._claim(record, snap)
+        self._record_pools(caps)
         try:
             VmSnapshotFlow(self._steps(snap, vm), record).create()
         finally:
@@ -243,7 +244,8 @@ class Controller:
         )
         record.observe_volumes(vm.volumes)
         record.start("volume-snapshot", str(snap.id), self.owner)
-        self._claim(record, snap, *self._observe_pools({volume.pool_id: caps}))
+        self._claim(record, snap)
+        self._record_pools({volume.pool_id: caps})
         try:
             VolumeSnapshotFlow(self._steps(snap, vm), record, driver, volume).create()
         finally:
@@ -455,19 +457,27 @@ class Controller:
         record.start(operation, str(snap.id), self.owner)
         return snap, vm, record
 
-    def _observe_pools(self, caps: dict[str, Capabilities]) -> list[Pool]:
-        changed = []
+    def _record_pools(self, caps: dict[str, Capabilities]) -> None:
+        """
+        Record what the pools advertised when first seen or when it changed. Pools are
+        shared by every VM, so two controllers may race here: the loser reloads and
+        observes again (the snapshot's own Requested event already holds the caps used).
+        """
         for pool_id, c in sorted(caps.items()):
             info = self._wiring.inventory.pool(pool_id)
             assert info is not None
-            try:
-                pool: Aggregate = self._log.repository.get(Pool.create_id(pool_id))
-                assert isinstance(pool, Pool)
-                pool.observe(info.name, info.driver, c)
-            except AggregateNotFoundError:
-                pool = Pool(pool_id, info.name, info.driver, c)
-            changed.append(pool)
-        return changed
+            for _ in range(5):
+                try:
+                    pool: Aggregate = self._log.repository.get(Pool.create_id(pool_id))
+                    assert isinstance(pool, Pool)
+                    pool.observe(info.name, info.driver, c)
+                except AggregateNotFoundError:
+                    pool = Pool(pool_id, info.name, info.driver, c)
+                try:
+                    self._log.save(pool)
+                    break
+                except IntegrityError:
+                    continue
 
     def _claim(self, record: Vm, *aggregates: Aggregate) -> None:
         """

@@ -251,6 +251,33 @@ def start(
     )
 
 
+class Call(NamedTuple):
+    """One command for :func:`run_concurrently`."""
+
+    args: Sequence[str | os.PathLike[str]]
+    cwd: Path
+    env: Mapping[str, str] | None = None
+
+
+def run_concurrently(calls: Sequence[Call]) -> list[Result]:
+    """
+    Run independent ``vmsnap`` commands at the same time (the suite stays fast on several
+    cores); return their results in the same order.
+    """
+    procs = [start(*c.args, cwd=c.cwd, env=c.env) for c in calls]
+    results = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=TIMEOUT_S)
+            results.append(Result(p.returncode, out, err))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    return results
+
+
 def ok_json(result: Result) -> Any:
     """Assert that the command succeeded and printed exactly one JSON document; return it."""
     assert result.code == 0, f"exit {result.code}: {result.stderr}"

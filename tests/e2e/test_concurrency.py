@@ -22,7 +22,7 @@ STATE = "world.db"
 STORE = "store.db"
 PROCESSES = 4
 CMD_TIMEOUT_S = 60
-CAPS = '{ VOLUME_SNAPSHOT_QUIESCEVM = true, STORAGE_SYSTEM_SNAPSHOT = true }'
+CAPS = "{ VOLUME_SNAPSHOT_QUIESCEVM = true, STORAGE_SYSTEM_SNAPSHOT = true }"
 VENDOR_POOLS = ("netapp-1", "pure-1")
 VMS = [f"vm-{n}" for n in range(PROCESSES)]
 
@@ -30,7 +30,8 @@ VMS = [f"vm-{n}" for n in range(PROCESSES)]
 def write_config(folder: Path, take_delay_s: float) -> Path:
     parts = [
         f'[store]\nurl = "sqlite:///{STORE}"\n',
-        f'[[hypervisors]]\nname = "esx1"\ntype = "simulator"\nprofile = "vmware"\nstate = "{STATE}"\n',
+        '[[hypervisors]]\nname = "esx1"\ntype = "simulator"\nprofile = "vmware"\n'
+        f'state = "{STATE}"\n',
         '[[pools]]\nid = "primary-1"\nname = "Primary"\ndriver = "default"\n',
     ]
     for pool in VENDOR_POOLS:
@@ -115,9 +116,7 @@ def test_concurrent_creates_on_one_vm_let_exactly_one_run_and_refuse_the_others_
             assert json.loads(out)["state"] == "ready"
     with SimulatorWorld(config.parent / STATE) as world:
         takes = Counter(
-            c["target"]
-            for c in world.calls(VMS[0])
-            if c["op"] == "take_vm_snapshot" and c["ok"]
+            c["target"] for c in world.calls(VMS[0]) if c["op"] == "take_vm_snapshot" and c["ok"]
         )
     assert takes == Counter(VENDOR_POOLS)
 
@@ -153,6 +152,7 @@ def test_a_controller_opens_while_another_process_writes_to_the_store(config: Pa
     # A controller process starting while another one records its steps must wait for
     # the store's lock (LOCK_TIMEOUT_S), not fail with "database is locked".
     results: list[tuple[int, str, str]] = []
+    errors: list[str] = []
     proc = subprocess.Popen(
         _command(config, "vm-snapshots", "create", "--vm", VMS[1], "--quiesce"),
         cwd=config.parent,
@@ -161,14 +161,13 @@ def test_a_controller_opens_while_another_process_writes_to_the_store(config: Pa
         stderr=subprocess.PIPE,
         text=True,
     )
-    errors = []
     try:
         deadline = time.monotonic() + CMD_TIMEOUT_S
         while proc.poll() is None and time.monotonic() < deadline:
             try:
                 with Controller.from_config(config) as ctrl:
                     ctrl.list_vms()
-            except Exception as e:  # noqa: BLE001 - the test reports whatever was raised
+            except Exception as e:
                 errors.append(f"{type(e).__name__}: {e}")
         out, err = proc.communicate(timeout=CMD_TIMEOUT_S)
         results.append((proc.returncode, out, err))

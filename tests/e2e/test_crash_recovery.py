@@ -32,6 +32,7 @@ VM = "vm-kvm"
 VOLUMES = (("k-root", "primary-1"), ("k-data", "netapp-1"))
 WAIT_S = 30.0
 CMD_TIMEOUT_S = 60
+CREATE = ("vm-snapshots", "create", "--vm", VM, "--quiesce")
 HANG_S = 120  # the delayed call outlives the test: the process is always killed inside it
 
 
@@ -147,8 +148,10 @@ STEPS: dict[str, tuple[dict[str, float], dict[str, float], Any]] = {
     "unquiesce": (
         {"unquiesce": HANG_S},
         {},
-        lambda world, folder: _logged_ok(world, "take_vm_snapshot", "netapp-1")
-        and _stored(folder, "UnquiesceDecided"),
+        lambda world, folder: (
+            _logged_ok(world, "take_vm_snapshot", "netapp-1")
+            and _stored(folder, "UnquiesceDecided")
+        ),
     ),
 }
 
@@ -170,8 +173,7 @@ def test_a_controller_killed_inside_a_step_is_recovered_to_failed_thawed_and_cle
     slow = write_config(tmp_path, "slow.toml", hv_delay, pool_delay)
     healthy = write_config(tmp_path, "healthy.toml")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vmsnap", "--config", str(slow)]
-        + ["vm-snapshots", "create", "--vm", VM, "--quiesce"],
+        [sys.executable, "-m", "vmsnap", "--config", str(slow), *CREATE],
         cwd=tmp_path,
         env=_env(),
         stdout=subprocess.PIPE,

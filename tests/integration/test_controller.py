@@ -4,6 +4,9 @@ The Controller end to end: a real SQLite store file and a simulated world in tmp
 
 from __future__ import annotations
 
+import json
+import re
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -297,7 +300,9 @@ def test_the_name_of_a_removed_snapshot_can_be_used_again(controller: Controller
 
 
 def test_the_snapshot_limit_counts_every_snapshot_but_removed_ones(tmp_path: Path) -> None:
-    config = write_config(tmp_path, max_vm_snapshots_per_vm=2, pure=VendorPool(faults={"take_vm_snapshot": "fail"}))
+    config = write_config(
+        tmp_path, max_vm_snapshots_per_vm=2, pure=VendorPool(faults={"take_vm_snapshot": "fail"})
+    )
     with Controller.from_config(config) as ctrl, SimulatorWorld(tmp_path / STATE_FILE) as world:
         ready = ctrl.create_vm_snapshot("vm-plain")
         failed = ctrl.create_vm_snapshot("vm-san")
@@ -347,8 +352,9 @@ def test_deleting_a_removed_snapshot_is_refused(
 def test_a_quiesced_volume_snapshot_is_refused_on_a_pool_that_cannot_quiesce(
     controller: Controller, world: SimulatorWorld, volume: str
 ) -> None:
-    with records_nothing(controller, world), pytest.raises(
-        InvalidRequest, match="VOLUME_SNAPSHOT_QUIESCEVM"
+    with (
+        records_nothing(controller, world),
+        pytest.raises(InvalidRequest, match="VOLUME_SNAPSHOT_QUIESCEVM"),
     ):
         controller.create_volume_snapshot(volume, quiesce=True)
 
@@ -503,9 +509,10 @@ def test_a_failed_revert_returns_to_ready_with_the_error_and_keeps_the_current_s
 
 
 def test_a_failed_delete_ends_failed_and_a_retry_removes_everything(tmp_path: Path) -> None:
-    with Controller.from_config(write_config(tmp_path)) as ctrl, SimulatorWorld(
-        tmp_path / STATE_FILE
-    ) as world:
+    with (
+        Controller.from_config(write_config(tmp_path)) as ctrl,
+        SimulatorWorld(tmp_path / STATE_FILE) as world,
+    ):
         snap = ctrl.create_vm_snapshot("vm-vmware", quiesce=True)
         with open_second(tmp_path, netapp=VendorPool(faults={"delete_vm_snapshot": "fail"})) as bad:
             failed = bad.delete_vm_snapshot(snap.id)
@@ -613,6 +620,44 @@ def test_projections_equal_a_rebuild_from_the_log_after_a_busy_story(
         assert report.events == event_count(ctrl)
 
 
+def test_unnamed_snapshots_get_distinct_cloudstack_default_names(controller: Controller) -> None:
+    names = [controller.create_vm_snapshot("vm-plain").name for _ in range(3)]
+
+    assert len(set(names)) == 3
+    for name in names:
+        assert re.fullmatch(r"vm-plain_VS_\d{14}(_\d+)?", name), name
+
+
+def test_a_snapshot_view_has_the_contract_json_shape(controller: Controller) -> None:
+    doc = controller.create_vm_snapshot("vm-xen", name="n", description="d", quiesce=True).to_dict()
+
+    assert set(doc) >= {
+        "id", "vm_id", "name", "description", "type", "state", "quiesce_requested", "quiesced",
+        "consistency", "strategy", "error", "volumes", "parent_id", "current",
+    }  # fmt: skip
+    assert doc["volumes"] == [
+        {"volume_id": "xen-root", "pool_id": "primary-1"},
+        {"volume_id": "xen-data", "pool_id": "netapp-1"},
+    ]
+    assert json.loads(json.dumps(doc)) == doc
+
+
+def test_the_timeline_of_a_vm_holds_its_vm_and_volume_snapshots_events_in_log_order(
+    controller: Controller,
+) -> None:
+    vm_snap = controller.create_vm_snapshot("vm-kvm", quiesce=True)
+    vol_snap = controller.create_volume_snapshot("kvm-data", quiesce=True)
+    controller.create_vm_snapshot("vm-xen")
+
+    timeline = controller.audit_timeline(vm_id="vm-kvm")
+
+    positions = [e.position for e in timeline]
+    assert positions == sorted(positions)
+    assert {e.originator_id for e in timeline} == {vm_snap.id, vol_snap.id}
+    assert timeline[0].type == "VmSnapshot.Requested"
+    assert [e.type for e in timeline].count("Snapshot.Unquiesced") == 2
+
+
 # -- volume snapshots, pools, volumes ------------------------------------------------------
 
 
@@ -684,7 +729,9 @@ def test_two_controllers_on_one_store_see_each_other_s_work(
 
 
 @pytest.fixture
-def held_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, threading.Event]]:
+def held_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[threading.Event, threading.Event]]:
     """
     Make every simulated delay wait for the test: ``entered`` is set when a call starts
     its delay, which lasts until the test sets ``release`` (bounded by WAIT_S).
@@ -705,9 +752,11 @@ def test_a_second_operation_on_a_vm_with_one_in_flight_is_refused_and_records_no
 ) -> None:
     entered, release = held_calls
     config = write_config(tmp_path, netapp=VendorPool(delay_s={"take_vm_snapshot": 1}))
-    with Controller.from_config(config) as ctrl, open_second(
-        tmp_path
-    ) as other, SimulatorWorld(tmp_path / STATE_FILE) as world:
+    with (
+        Controller.from_config(config) as ctrl,
+        open_second(tmp_path) as other,
+        SimulatorWorld(tmp_path / STATE_FILE) as world,
+    ):
         earlier = other.create_vm_snapshot("vm-vmware", quiesce=True)
         results: list[Any] = []
         thread = threading.Thread(
@@ -717,8 +766,10 @@ def test_a_second_operation_on_a_vm_with_one_in_flight_is_refused_and_records_no
         try:
             assert entered.wait(WAIT_S), "the first operation never reached its driver call"
             wait_for(
-                lambda: [s.state for s in ctrl.list_vm_snapshots("vm-vmware")]
-                == ["ready", "snapshotting"],
+                lambda: (
+                    [s.state for s in ctrl.list_vm_snapshots("vm-vmware")]
+                    == ["ready", "snapshotting"]
+                ),
                 "the first operation's claim to show in the views",
             )
             before = event_count(ctrl)
@@ -780,3 +831,125 @@ def test_racing_threads_on_one_vm_run_one_operation_at_a_time(
         assert sorted(outcomes) == ["done", "refused", "refused", "refused"]
         assert len(ctrl.list_vm_snapshots("vm-plain")) == 1
         assert ctrl.audit_verify().ok
+
+
+# -- known bugs ------------------------------------------------------------------------------
+
+
+def _waiting_for_the_store_writer(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is inside eventsourcing's pool, asking for the writer connection."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "get_connection" and code.co_filename.endswith("persistence.py"):
+            return frame.f_locals.get("is_writer") is True
+        frame = frame.f_back
+    return False
+
+
+@pytest.mark.xfail(
+    reason=(
+        "adapters/views.py SqliteViews.catch_up reads the log through a second pool "
+        "connection while it holds the writer; a thread queued for the writer holds the "
+        "pool's semaphore, so both wait until eventsourcing's 5 s pool timeout and one "
+        "gets ConnectionUnavailableError"
+    ),
+    strict=True,
+)
+def test_operations_on_two_vms_from_two_threads_of_one_controller_both_succeed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vmsnap.controller as controller_module
+
+    real_project = controller_module.project
+    holding = threading.Event()
+    main = threading.current_thread()
+
+    def project_then_let_the_main_thread_queue(event: Any, rows: Any, position: int) -> None:
+        real_project(event, rows, position)
+        if threading.current_thread().name == "first" and not holding.is_set():
+            holding.set()  # this thread is inside catch_up, holding the store's writer
+            wait_for(lambda: _waiting_for_the_store_writer(main), "the main thread to queue")
+
+    monkeypatch.setattr(controller_module, "project", project_then_let_the_main_thread_queue)
+    with Controller.from_config(write_config(tmp_path)) as ctrl:
+        results: list[Any] = []
+
+        def first() -> None:
+            try:
+                results.append(ctrl.create_vm_snapshot("vm-plain").state)
+            except Exception as e:
+                results.append(e)
+
+        thread = threading.Thread(target=first, name="first")
+        thread.start()
+        try:
+            assert holding.wait(WAIT_S)
+            second = ctrl.create_vm_snapshot("vm-xen", quiesce=True)
+        finally:
+            thread.join(WAIT_S)
+
+        assert second.state == "ready"
+        assert results == ["ready"]
+
+
+@pytest.mark.xfail(
+    reason=(
+        "vmsnap/controller.py create_vm_snapshot saves the first sight of a pool (Pool "
+        "aggregate) in the same write as the VM's claim, and _claim turns any "
+        "IntegrityError into OperationInProgress: a first snapshot of another VM on a "
+        "shared pool, saved meanwhile, makes an idle VM's create fail as 'in progress'"
+    ),
+    strict=True,
+)
+def test_first_snapshots_of_two_vms_sharing_a_pool_do_not_conflict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_observe = Controller._observe_pools
+    observed, other_done = threading.Event(), threading.Event()
+
+    def observe_then_wait(self: Controller, caps: Any) -> Any:
+        pools = real_observe(self, caps)
+        if threading.current_thread().name == "first":
+            observed.set()
+            assert other_done.wait(WAIT_S)
+        return pools
+
+    monkeypatch.setattr(Controller, "_observe_pools", observe_then_wait)
+    with Controller.from_config(write_config(tmp_path)) as ctrl:
+        results: list[Any] = []
+
+        def first() -> None:
+            try:
+                results.append(ctrl.create_vm_snapshot("vm-xen").state)
+            except Exception as e:
+                results.append(e)
+
+        thread = threading.Thread(target=first, name="first")
+        thread.start()
+        try:
+            assert observed.wait(WAIT_S)
+            # vm-plain shares primary-1 with vm-xen, and is seen first here.
+            assert ctrl.create_vm_snapshot("vm-plain").state == "ready"
+        finally:
+            other_done.set()
+            thread.join(WAIT_S)
+
+        assert results == ["ready"]
+
+
+@pytest.mark.xfail(
+    reason=(
+        "adapters/views.py SqliteViews.catch_up holds the writer connection while it reads "
+        "the log through a reader connection; on memory:// (eventsourcing makes readers and "
+        "the writer mutually exclusive there) the reader waits for the writer held by the "
+        "same thread: every operation raises ConnectionUnavailableError after 5 s"
+    ),
+    strict=True,
+)
+def test_a_controller_on_a_memory_store_takes_a_snapshot(config_path: Path) -> None:
+    with Controller.from_config(config_path, store_url="memory://") as ctrl:
+        snap = ctrl.create_vm_snapshot("vm-plain")
+
+        assert snap.state == "ready"
+        assert ctrl.list_vm_snapshots()[0].id == snap.id

@@ -168,9 +168,7 @@ def rig_factory(tmp_path: Path) -> Iterator[Any]:
 def _failed_call_logged(world: SimulatorWorld, vm_id: str, kind: str, op: str) -> bool:
     hv = VMS[vm_id][0]
     target = hv if kind == "hypervisor" else FAULTY_POOL
-    return any(
-        c["op"] == op and c["target"] == target and not c["ok"] for c in world.calls(vm_id)
-    )
+    return any(c["op"] == op and c["target"] == target and not c["ok"] for c in world.calls(vm_id))
 
 
 @pytest.mark.parametrize("vm_id", sorted(VMS))

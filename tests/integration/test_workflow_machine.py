@@ -47,7 +47,10 @@ NETAPP_FAULTS = {
 }
 QUIESCE_POOLS = {"netapp-1", "pure-1"}
 VOLUMES = sorted(
-    (vol, pool) for vm, (_, power, vols) in VMS.items() if power == "Running" for vol, pool, _ in vols
+    (vol, pool)
+    for vm, (_, power, vols) in VMS.items()
+    if power == "Running"
+    for vol, pool, _ in vols
 )
 
 
@@ -283,7 +286,5 @@ class WorkflowMachine(RuleBasedStateMachine):
         assert frozen == []
 
 
-WorkflowMachine.TestCase.settings = settings(
-    max_examples=25, stateful_step_count=15, deadline=None
-)
+WorkflowMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=15, deadline=None)
 TestWorkflow = WorkflowMachine.TestCase

@@ -121,7 +121,14 @@ def test_the_row_follows_the_storage_create_leg_step_by_step() -> None:
     feed(snap)
     seen.append(feed.snapshot(snap)["state"])
 
-    assert seen == ["quiescing", "snapshotting", "snapshotting", "unquiescing", "unquiescing", "ready"]
+    assert seen == [
+        "quiescing",
+        "snapshotting",
+        "snapshotting",
+        "unquiescing",
+        "unquiescing",
+        "ready",
+    ]
     doc = feed.snapshot(snap)
     assert (doc["quiesced"], doc["consistency"], doc["error"]) == (True, "filesystem", None)
 
@@ -138,7 +145,7 @@ def test_a_failure_sets_the_state_and_the_error() -> None:
     assert doc["error"] == "quiesce on hv-1 failed: boom"
 
 
-def test_a_failed_revert_returns_the_row_to_ready_with_its_error_and_a_new_revert_clears_it() -> None:
+def test_a_failed_revert_leaves_the_row_ready_with_its_error_until_the_next_revert() -> None:
     feed = Feed()
     snap = make_vm_snapshot()
     snap.start_snapshotting()

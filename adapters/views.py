@@ -11,12 +11,25 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from uuid import UUID
 
-from vmsnap.adapters.store import EventLog
+from eventsourcing.persistence import Notification
+
+from vmsnap.adapters.store import PAGE, EventLog
 from vmsnap.projections.rows import TABLES, Doc, MemoryRows
 
 TRACKING = "view_tracking"
 Projector = Callable[[Any, Any, int], None]
+
+
+def _notification(row: Any) -> Notification:
+    return Notification(
+        id=row["rowid"],
+        originator_id=UUID(row["originator_id"]),
+        originator_version=row["originator_version"],
+        topic=row["topic"],
+        state=row["state"],
+    )
 
 
 def _table(name: str) -> str:
@@ -123,10 +136,23 @@ class SqliteViews:
             position = int(c.fetchone()[0])
             rows = CursorRows(c)
             start = position
-            for page in self.log.pages(position + 1):
-                for n in page:
-                    self.project(self.log.mapper.to_domain_event(n), rows, n.id)
-                position = page[-1].id
+            # Read the log through this transaction's own connection: asking the pool for
+            # a reader while holding the writer deadlocks (memory stores, busy threads).
+            table = self.log.recorder.events_table_name  # type: ignore[attr-defined]
+            while True:
+                c.execute(
+                    f"SELECT rowid, * FROM {table} WHERE rowid>? ORDER BY rowid LIMIT ?",
+                    (position, PAGE),
+                )
+                page = c.fetchall()
+                for row in page:
+                    event = self.log.mapper.to_domain_event(_notification(row))
+                    self.project(event, rows, row["rowid"])
+                if len(page) < PAGE:
+                    if page:
+                        position = page[-1]["rowid"]
+                    break
+                position = page[-1]["rowid"]
             if position != start:
                 c.execute(f"UPDATE {TRACKING} SET position=? WHERE name='views'", (position,))
             return position

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eventsourcing.application import AggregateNotFoundError, Repository
+from eventsourcing.persistence import OperationalError
 
 from tests.conftest import (
     NO_CAPS,
@@ -29,6 +31,7 @@ from vmsnap import Controller, InvalidRequest, NotFound, OperationInProgress, Vm
 from vmsnap.adapters import simulator
 from vmsnap.adapters.simulator import SimulatorWorld
 from vmsnap.domain.exceptions import IllegalTransition
+from vmsnap.domain.pool import Pool
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -847,15 +850,6 @@ def _waiting_for_the_store_writer(thread: threading.Thread) -> bool:
     return False
 
 
-@pytest.mark.xfail(
-    reason=(
-        "adapters/views.py SqliteViews.catch_up reads the log through a second pool "
-        "connection while it holds the writer; a thread queued for the writer holds the "
-        "pool's semaphore, so both wait until eventsourcing's 5 s pool timeout and one "
-        "gets ConnectionUnavailableError"
-    ),
-    strict=True,
-)
 def test_operations_on_two_vms_from_two_threads_of_one_controller_both_succeed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -893,29 +887,29 @@ def test_operations_on_two_vms_from_two_threads_of_one_controller_both_succeed(
         assert results == ["ready"]
 
 
-@pytest.mark.xfail(
-    reason=(
-        "vmsnap/controller.py create_vm_snapshot saves the first sight of a pool (Pool "
-        "aggregate) in the same write as the VM's claim, and _claim turns any "
-        "IntegrityError into OperationInProgress: a first snapshot of another VM on a "
-        "shared pool, saved meanwhile, makes an idle VM's create fail as 'in progress'"
-    ),
-    strict=True,
-)
 def test_first_snapshots_of_two_vms_sharing_a_pool_do_not_conflict(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_observe = Controller._observe_pools
-    observed, other_done = threading.Event(), threading.Event()
+    # The first thread finds pool primary-1 unknown, then waits while another VM on the
+    # same pool records it first: its own first sight of the pool then conflicts.
+    primary = Pool.create_id("primary-1")
+    real_get = Repository.get
+    looked, other_done = threading.Event(), threading.Event()
 
-    def observe_then_wait(self: Controller, caps: Any) -> Any:
-        pools = real_observe(self, caps)
-        if threading.current_thread().name == "first":
-            observed.set()
-            assert other_done.wait(WAIT_S)
-        return pools
+    def get_then_wait(self: Repository, aggregate_id: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return real_get(self, aggregate_id, *args, **kwargs)
+        except AggregateNotFoundError:
+            if (
+                aggregate_id == primary
+                and threading.current_thread().name == "first"
+                and not looked.is_set()
+            ):
+                looked.set()
+                assert other_done.wait(WAIT_S)
+            raise
 
-    monkeypatch.setattr(Controller, "_observe_pools", observe_then_wait)
+    monkeypatch.setattr(Repository, "get", get_then_wait)
     with Controller.from_config(write_config(tmp_path)) as ctrl:
         results: list[Any] = []
 
@@ -928,28 +922,49 @@ def test_first_snapshots_of_two_vms_sharing_a_pool_do_not_conflict(
         thread = threading.Thread(target=first, name="first")
         thread.start()
         try:
-            assert observed.wait(WAIT_S)
-            # vm-plain shares primary-1 with vm-xen, and is seen first here.
+            assert looked.wait(WAIT_S), "the first thread never looked the pool up"
+            # vm-plain shares primary-1 with vm-xen, and records it first.
             assert ctrl.create_vm_snapshot("vm-plain").state == "ready"
         finally:
             other_done.set()
             thread.join(WAIT_S)
 
         assert results == ["ready"]
+        registered = [
+            e
+            for e in ctrl.audit_export()
+            if e.type == "Pool.Registered" and e.data["pool_id"] == "primary-1"
+        ]
+        assert len(registered) == 1
+        assert ctrl.audit_verify().ok
 
 
-@pytest.mark.xfail(
-    reason=(
-        "adapters/views.py SqliteViews.catch_up holds the writer connection while it reads "
-        "the log through a reader connection; on memory:// (eventsourcing makes readers and "
-        "the writer mutually exclusive there) the reader waits for the writer held by the "
-        "same thread: every operation raises ConnectionUnavailableError after 5 s"
-    ),
-    strict=True,
-)
 def test_a_controller_on_a_memory_store_takes_a_snapshot(config_path: Path) -> None:
     with Controller.from_config(config_path, store_url="memory://") as ctrl:
         snap = ctrl.create_vm_snapshot("vm-plain")
 
         assert snap.state == "ready"
         assert ctrl.list_vm_snapshots()[0].id == snap.id
+
+
+def test_a_store_error_right_after_the_claim_leaves_the_vm_recoverable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    primary = Pool.create_id("primary-1")
+    real_get = Repository.get
+
+    def locked_for_the_pool(self: Repository, aggregate_id: Any, *args: Any, **kw: Any) -> Any:
+        if aggregate_id == primary:
+            raise OperationalError("database is locked")
+        return real_get(self, aggregate_id, *args, **kw)
+
+    with Controller.from_config(write_config(tmp_path)) as ctrl:
+        monkeypatch.setattr(Repository, "get", locked_for_the_pool)
+        with pytest.raises(OperationalError):
+            ctrl.create_vm_snapshot("vm-plain")
+        monkeypatch.undo()
+
+        recovered = ctrl.recover()
+
+        assert [s.state for s in recovered] == ["failed"]
+        assert ctrl.create_vm_snapshot("vm-plain").state == "ready"

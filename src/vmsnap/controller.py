@@ -553,7 +553,9 @@ class Controller:
             elif agg.state == "expunging":
                 flow.delete()
             elif agg.in_progress:
-                flow.compensate_create(f"create interrupted in state {agg.state}: {reason}")
+                flow.compensate_create(
+                    f"create interrupted in state {agg.state}: {reason}", "recovery"
+                )
             else:
                 record.end(sid, agg.state)
                 steps.save(record)
@@ -565,7 +567,7 @@ class Controller:
         if agg.state == "expunging":
             vflow.delete()
         elif agg.in_progress:
-            vflow.compensate(f"interrupted in state {agg.state}: {reason}")
+            vflow.compensate(f"interrupted in state {agg.state}: {reason}", "recovery")
         else:
             record.end(sid, agg.state)
             steps.save(record)

@@ -253,7 +253,7 @@ class VmSnapshotFlow:
         snap.complete(snap.quiesced, consistency(snap.quiesced))
         self._end("ready")
 
-    def compensate_create(self, error: str) -> None:
+    def compensate_create(self, error: str, thaw_reason: str = "failure") -> None:
         """
         Undo a failed create: delete what the drivers took, thaw and release, then fail.
         """
@@ -261,7 +261,7 @@ class VmSnapshotFlow:
         ref = snap.ref
         self._delete_driver_snapshots(compensation=True)
         if snap.strategy == "storage":
-            steps.release_after_failure(ref, "failure")
+            steps.release_after_failure(ref, thaw_reason)
         else:
             self._delete_hypervisor_snapshot(compensation=True)
         leftovers = self._leftovers()
@@ -425,14 +425,14 @@ class VolumeSnapshotFlow:
         snap.complete(snap.quiesced, consistency(snap.quiesced))
         self._end("ready")
 
-    def compensate(self, error: str) -> None:
+    def compensate(self, error: str, thaw_reason: str = "failure") -> None:
         steps, snap = self.steps, self.snap
         if snap.taken is not None:
             try:
                 self._delete(compensation=True)
             except StepFailed:
                 error += f"; not cleaned up: volume snapshot {snap.taken}"
-        steps.release_after_failure(snap.ref, "failure")
+        steps.release_after_failure(snap.ref, thaw_reason)
         snap.fail(error)
         self._end("failed")
 

@@ -34,6 +34,8 @@ class Wiring:
             close = getattr(hv, "close", None)
             if close is not None:
                 close()
+        for world in self.worlds.values():
+            world.close()
 
 
 def simulator_worlds(config: Config) -> dict[Path, SimulatorWorld]:

@@ -442,6 +442,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted", 130)
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as e:  # one line, as the contract wants; the trace on request
+        if os.environ.get("VMSNAP_DEBUG"):
+            raise
+        return _fail(
+            f"{type(e).__name__}: {e} (an operation may be left in flight: run "
+            "'vmsnap recover'; set VMSNAP_DEBUG=1 for the trace)",
+            EXIT_FAILED,
+        )
 
 
 def _fail(message: str, code: int) -> int:

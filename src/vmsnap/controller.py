@@ -162,8 +162,8 @@ class Controller:
         record.observe_volumes(vm.volumes)
         record.start("create", str(snap.id), self.owner, name, record.current)
         self._claim(record, snap)
-        self._record_pools(caps)
         try:
+            self._record_pools(caps)
             VmSnapshotFlow(self._steps(snap, vm), record).create()
         finally:
             self._done(str(snap.id))
@@ -245,8 +245,8 @@ class Controller:
         record.observe_volumes(vm.volumes)
         record.start("volume-snapshot", str(snap.id), self.owner)
         self._claim(record, snap)
-        self._record_pools({volume.pool_id: caps})
         try:
+            self._record_pools({volume.pool_id: caps})
             VolumeSnapshotFlow(self._steps(snap, vm), record, driver, volume).create()
         finally:
             self._done(str(snap.id))

@@ -284,6 +284,11 @@ class WorkflowMachine(RuleBasedStateMachine):
             return
         frozen = [vm for vm, state in self.world.show()["vms"].items() if state["frozen"]]
         assert frozen == []
+        vms = self.ctrl.list_vms()
+        assert [v.id for v in vms if v.frozen] == []
+        assert [v.id for v in vms if v.in_flight is not None] == []
+        for vm in vms:
+            assert vm.current == self.current[vm.id]
 
 
 WorkflowMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=15, deadline=None)

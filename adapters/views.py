@@ -157,6 +157,17 @@ class SqliteViews:
                 c.execute(f"UPDATE {TRACKING} SET position=? WHERE name='views'", (position,))
             return position
 
+    def rebuild(self) -> int:
+        """
+        Drop every view row and project the whole log again (after the views' shape
+        changed); return the new position.
+        """
+        with self._lock, self.writing() as c:
+            for table in TABLES:
+                c.execute(f"DELETE FROM {_table(table)}")
+            c.execute(f"UPDATE {TRACKING} SET position=0 WHERE name='views'")
+        return self.catch_up()
+
     def position(self) -> int:
         with self.transaction(commit=False) as c:
             c.execute(f"SELECT position FROM {TRACKING} WHERE name='views'")

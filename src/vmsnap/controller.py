@@ -339,10 +339,10 @@ class Controller:
 
     def migrate(self) -> int:
         """
-        Create or upgrade the store's schema and bring the views up to date; return the
-        number of the last event.
+        Create or upgrade the store's schema and rebuild the views from the log (their
+        shape may have changed with this version); return the number of the last event.
         """
-        return self._views.catch_up()
+        return self._views.rebuild()
 
     def recover(self) -> list[VmSnapshotView | VolumeSnapshotView]:
         """

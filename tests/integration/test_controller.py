@@ -971,14 +971,6 @@ def test_a_store_error_right_after_the_claim_leaves_the_vm_recoverable(
         assert ctrl.create_vm_snapshot("vm-plain").state == "ready"
 
 
-@pytest.mark.xfail(
-    reason=(
-        "src/vmsnap/bootstrap.py Wiring.close closes hypervisors that have close() but "
-        "never the SimulatorWorld connections in Wiring.worlds: Controller.close leaves "
-        "the simulator's SQLite file open (its -wal file stays) until garbage collection"
-    ),
-    strict=True,
-)
 def test_closing_a_controller_closes_its_store_and_its_simulated_world(tmp_path: Path) -> None:
     ctrl = Controller.from_config(write_config(tmp_path))
     ctrl.create_vm_snapshot("vm-kvm", quiesce=True)

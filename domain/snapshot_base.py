@@ -7,7 +7,6 @@ unquiesce bookkeeping, call failures, and the create/delete endings.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
@@ -49,11 +48,6 @@ class SnapshotAggregate(Aggregate):
     @property
     def in_progress(self) -> bool:
         return self.state in IN_PROGRESS
-
-    @property
-    def updated(self) -> datetime:
-        assert self.modified_on is not None
-        return self.modified_on
 
     # Create leg -----------------------------------------------------------------
 

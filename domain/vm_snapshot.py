@@ -56,9 +56,6 @@ class VmSnapshot(SnapshotAggregate):
     def type(self) -> str:
         return "DiskAndMemory" if self.memory else "Disk"
 
-    def group(self, pool_id: str) -> DriverGroup:
-        return next(g for g in self.groups if g.pool_id == pool_id)
-
     def _set_consistency(self, consistency: str) -> None:
         self.consistency = consistency
 

@@ -331,7 +331,7 @@ class VmSnapshotFlow:
 
     def _delete_driver_snapshots(self, *, compensation: bool, strict: bool = False) -> None:
         steps, snap = self.steps, self.snap
-        for group in [g for g in snap.groups if g.pool_id in snap.taken]:
+        for group in self._taken_groups():
             driver = steps.drivers[group.pool_id]
             volumes = steps.volumes(group.volume_ids)
             try:

@@ -837,7 +837,7 @@ def test_racing_threads_on_one_vm_run_one_operation_at_a_time(
         assert ctrl.audit_verify().ok
 
 
-# -- known bugs ------------------------------------------------------------------------------
+# -- regressions: bugs these tests found (since fixed) ---------------------------------------------
 
 
 def _waiting_for_the_store_writer(thread: threading.Thread) -> bool:

@@ -138,6 +138,24 @@ class WorkflowMachine(RuleBasedStateMachine):
         quiesce=st.booleans(),
     )
     def create(self, vm_id: str, name: str | None, memory: bool, quiesce: bool) -> Any:
+        return self._create(vm_id, name, memory, quiesce)
+
+    @precondition(lambda self: any(s.state != "removed" for s in self.model.values()))
+    @rule(
+        target=snapshots,
+        data=st.data(),
+        name=st.sampled_from([None, "daily"]),
+        quiesce=st.booleans(),
+    )
+    def create_on_a_vm_with_snapshots(
+        self, data: st.DataObject, name: str | None, quiesce: bool
+    ) -> Any:
+        """Grow snapshot trees: most creates land on a VM that has one already."""
+        vms = sorted({s.vm_id for s in self.model.values() if s.state != "removed"})
+        vm_id = data.draw(st.sampled_from(vms), label="vm with snapshots")
+        return self._create(vm_id, name, False, quiesce)
+
+    def _create(self, vm_id: str, name: str | None, memory: bool, quiesce: bool) -> Any:
         live = self._live(vm_id)
         stopped = VMS[vm_id][1] == "Stopped"
         if (
@@ -195,6 +213,22 @@ class WorkflowMachine(RuleBasedStateMachine):
 
     @rule(sid=snapshots)
     def delete(self, sid: str) -> None:
+        self._delete(sid)
+
+    def _parents(self) -> list[str]:
+        return sorted(
+            sid
+            for sid, s in self.model.items()
+            if s.state in ("ready", "failed")
+            and any(c.parent == sid and c.state != "removed" for c in self.model.values())
+        )
+
+    @precondition(lambda self: bool(self._parents()))
+    @rule(data=st.data())
+    def delete_a_snapshot_with_children(self, data: st.DataObject) -> None:
+        self._delete(data.draw(st.sampled_from(self._parents()), label="parent snapshot"))
+
+    def _delete(self, sid: str) -> None:
         expected = self.model[sid]
         if expected.state not in ("ready", "failed"):
             self._refused(IllegalTransition, lambda: self.ctrl.delete_vm_snapshot(sid))

@@ -17,7 +17,14 @@ import libvirt
 
 from vmsnap.domain.exceptions import DriverError, InvalidRequest
 from vmsnap.domain.ports import Hypervisor
-from vmsnap.domain.values import HypervisorSnapshot, QuiesceResult, SnapshotRef, VmInfo, VolumeInfo
+from vmsnap.domain.values import (
+    HypervisorSnapshot,
+    QuiesceResult,
+    SnapshotRef,
+    VmInfo,
+    VolumeInfo,
+    temporary_name,
+)
 
 _T = TypeVar("_T")
 
@@ -132,7 +139,7 @@ class LibvirtHypervisor(Hypervisor):
         then take the temporary disk-only snapshot ``<name>-quiesce``. If that snapshot
         fails, the guest is thawed before the error is raised.
         """
-        temp = f"{snapshot.name}-quiesce"
+        temp = temporary_name(snapshot.name)
         notes: list[str] = []
         frozen = False
         count = 0

@@ -27,6 +27,7 @@ from vmsnap.domain.values import (
     SnapshotRef,
     VmInfo,
     VolumeInfo,
+    temporary_name,
 )
 
 PROFILES = ("vmware", "xenserver", "kvm")
@@ -347,7 +348,7 @@ class SimulatorHypervisor(Hypervisor):
         self.world.register_vm(vm.id)
 
     def quiesce(self, vm: VmInfo, snapshot: SnapshotRef, *, memory: bool) -> QuiesceResult:
-        temp = f"{snapshot.name}-quiesce"
+        temp = temporary_name(snapshot.name)
 
         def apply(conn: sqlite3.Connection) -> QuiesceResult:
             if _frozen(conn, vm.id):

@@ -42,7 +42,8 @@ class Hypervisor(ABC):
         """
         Quiesce the VM for a storage snapshot: by default take a temporary hypervisor
         snapshot (with guest quiesce where ``snapshot.quiesce`` asks and the
-        hypervisor honours it); on KVM freeze the guest's filesystems.
+        hypervisor honours it); on KVM freeze the guest's filesystems. The temporary
+        snapshot is named ``temporary_name(snapshot.name)`` (see values).
         """
 
     @abstractmethod
@@ -125,13 +126,15 @@ class StorageDriver(ABC):
     @abstractmethod
     def take_snapshot(self, volume: VolumeInfo, name: str) -> str:
         """
-        Take a volume snapshot named ``name``; return the backend's reference to it.
+        Take a volume snapshot named ``name``; return the backend's reference to it (for
+        the record: deletes name the snapshot by ``name``).
         """
 
     @abstractmethod
     def delete_snapshot(self, volume: VolumeInfo, name: str) -> None:
         """
-        Delete a volume snapshot; deleting one that is gone succeeds.
+        Delete the volume snapshot ``name``; deleting one that is gone (or was never
+        taken) succeeds.
         """
 
 

@@ -153,6 +153,15 @@ def backend_name(snapshot_id: str) -> str:
     return f"vmsnap-{snapshot_id}"
 
 
+def temporary_name(snapshot_name: str) -> str:
+    """
+    Return the name of the temporary hypervisor snapshot that quiesce takes for the backend
+    snapshot ``snapshot_name``: fixed, so that recovery can release one whose quiesce
+    answer was never recorded.
+    """
+    return f"{snapshot_name}-quiesce"
+
+
 ATTRS_VALUES: tuple[type, ...] = (
     Capabilities,
     VolumeInfo,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +49,10 @@ from vmsnap.workflows import StepFailed, Steps, VmSnapshotFlow, VolumeSnapshotFl
 
 A = TypeVar("A", bound=Aggregate)
 
+# The owners of this process's open Controllers: an operation claimed by a closed one (a
+# restart within the process) is as dead as one whose process is gone.
+_OPEN_OWNERS: set[str] = set()
+
 
 class Controller:
     """
@@ -76,8 +79,8 @@ class Controller:
         except PersistenceError as e:
             self._log.close()
             raise StoreError(f"cannot open store: {e}") from None
-        self._lock = threading.Lock()
         self._audit = Audit(self._log, self._views)
+        _OPEN_OWNERS.add(self.owner)
         if recover:
             self.recover()
 
@@ -91,6 +94,7 @@ class Controller:
         return cls(config_module.load(Path(path)), store_url, recover=recover)
 
     def close(self) -> None:
+        _OPEN_OWNERS.discard(self.owner)
         self._wiring.close()
         self._log.close()
 
@@ -254,12 +258,13 @@ class Controller:
 
     def delete_volume_snapshot(self, snapshot: str) -> VolumeSnapshotView:
         snap = self._load(snapshot, VolumeSnapshot)
-        snap.check("start_delete")
         vm = self._vm(snap.vm_id)
+        record = self._vm_record(vm.id)
+        record.check_idle()
+        snap.check("start_delete")
         volume = self._wiring.inventory.volume(snap.volume_id)
         if volume is None:
             raise InvalidRequest(f"volume {snap.volume_id} is no longer in the inventory")
-        record = self._vm_record(vm.id)
         record.start("volume-snapshot-delete", snapshot, self.owner)
         snap.start_delete()
         self._claim(record, snap)
@@ -450,10 +455,11 @@ class Controller:
         self, snapshot: str, trigger: str, operation: str
     ) -> tuple[VmSnapshot, VmInfo, Vm]:
         snap = self._load(snapshot, VmSnapshot)
-        snap.check(trigger)
         vm = self._vm(snap.vm_id)
-        self._wiring.hypervisor_of(vm).check_vm(vm)
         record = self._vm_record(vm.id)
+        record.check_idle()  # busy VM first: a snapshot still being created is a conflict
+        snap.check(trigger)
+        self._wiring.hypervisor_of(vm).check_vm(vm)
         record.start(operation, str(snap.id), self.owner)
         return snap, vm, record
 
@@ -526,7 +532,7 @@ class Controller:
         if host != socket.gethostname():
             return True
         if pid == str(os.getpid()):
-            return True  # another Controller of this process
+            return owner in _OPEN_OWNERS  # another Controller of this process, if still open
         try:
             os.kill(int(pid), 0)
         except (ProcessLookupError, ValueError):
@@ -554,7 +560,9 @@ class Controller:
                 flow.delete()
             elif agg.in_progress:
                 flow.compensate_create(
-                    f"create interrupted in state {agg.state}: {reason}", "recovery"
+                    f"create interrupted in state {agg.state}: {reason}",
+                    "recovery",
+                    interrupted=True,
                 )
             else:
                 record.end(sid, agg.state)
@@ -567,7 +575,9 @@ class Controller:
         if agg.state == "expunging":
             vflow.delete()
         elif agg.in_progress:
-            vflow.compensate(f"interrupted in state {agg.state}: {reason}", "recovery")
+            vflow.compensate(
+                f"interrupted in state {agg.state}: {reason}", "recovery", interrupted=True
+            )
         else:
             record.end(sid, agg.state)
             steps.save(record)

@@ -11,18 +11,18 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from vmsnap.domain.exceptions import DriverError
 from vmsnap.domain.ports import Hypervisor, StorageDriver
 from vmsnap.domain.rules import consistency, decide_unquiesce
 from vmsnap.domain.snapshot_base import SnapshotAggregate
-from vmsnap.domain.values import DriverGroup, SnapshotRef, VmInfo, VolumeInfo
+from vmsnap.domain.values import DriverGroup, SnapshotRef, VmInfo, VolumeInfo, temporary_name
 from vmsnap.domain.vm import Vm
 from vmsnap.domain.vm_snapshot import VmSnapshot
 from vmsnap.domain.volume_snapshot import VolumeSnapshot
-from vmsnap.domain.workflow import QUIESCING
+from vmsnap.domain.workflow import QUIESCING, SNAPSHOTTING
 
 T = TypeVar("T")
 THAW_ATTEMPTS = 3
@@ -155,15 +155,37 @@ class Steps:
         self.snap.record_unquiesced(thaw, release, reason, detail)
         self.save(self.snap)
 
+    @contextlib.contextmanager
+    def thaw_on_error(self) -> Iterator[None]:
+        """
+        If the operation breaks off with an error that is not a recorded call failure (the
+        store refused a write, a bug), thaw a frozen VM before the error propagates: the
+        freeze must not outlive the failure. Nothing can be recorded here; recover() thaws
+        again (thaw is idempotent) and records it.
+        """
+        try:
+            yield
+        except StepFailed:
+            raise
+        except Exception:
+            if self.snap.frozen or self.snap.state == QUIESCING:
+                with contextlib.suppress(Exception):
+                    self.hv.unquiesce(self.vm, self.snap.ref, thaw=True, release=None)
+            raise
+
     def release_after_failure(self, ref: SnapshotRef, reason: str) -> None:
         """
         On the failure path: thaw a VM that is (or may be) frozen and release the
         temporary hypervisor snapshot; record failures and go on.
         """
         snap = self.snap
-        # A quiesce call that never answered may have frozen the VM: thaw to be sure.
-        maybe_frozen = snap.frozen or snap.state == QUIESCING
+        # A quiesce call that never answered may have frozen the VM and taken its temporary
+        # snapshot: thaw and release (by its fixed name) to be sure; both are idempotent.
+        unanswered = snap.state == QUIESCING
+        maybe_frozen = snap.frozen or unanswered
         temp = snap.hypervisor_snapshot if _is_temporary(snap) else None
+        if unanswered and temp is None:
+            temp = temporary_name(ref.name)
         with contextlib.suppress(StepFailed):  # recorded; the caller reports leftovers
             self.unquiesce(ref, maybe_frozen, temp, reason)
 
@@ -196,13 +218,14 @@ class VmSnapshotFlow:
     # Create -----------------------------------------------------------------------
 
     def create(self) -> None:
-        try:
-            if self.snap.strategy == "storage":
-                self._create_with_storage()
-            else:
-                self._create_with_hypervisor()
-        except StepFailed as e:
-            self.compensate_create(str(e))
+        with self.steps.thaw_on_error():
+            try:
+                if self.snap.strategy == "storage":
+                    self._create_with_storage()
+                else:
+                    self._create_with_hypervisor()
+            except StepFailed as e:
+                self.compensate_create(str(e))
 
     def _create_with_hypervisor(self) -> None:
         steps, snap = self.steps, self.snap
@@ -253,17 +276,28 @@ class VmSnapshotFlow:
         snap.complete(snap.quiesced, consistency(snap.quiesced))
         self._end("ready")
 
-    def compensate_create(self, error: str, thaw_reason: str = "failure") -> None:
+    def compensate_create(
+        self, error: str, thaw_reason: str = "failure", *, interrupted: bool = False
+    ) -> None:
         """
-        Undo a failed create: delete what the drivers took, thaw and release, then fail.
+        Undo a failed create: thaw and release, delete what the drivers took, then fail.
+
+        ``interrupted``: the controller died mid-call, so the call it was in may have
+        taken a snapshot whose answer was never recorded; delete that one too, by its
+        fixed name (deletes are idempotent).
         """
         steps, snap = self.steps, self.snap
-        ref = snap.ref
-        self._delete_driver_snapshots(compensation=True)
+        # Thaw before the cleanup calls: the VM must not stay frozen while they run.
         if snap.strategy == "storage":
-            steps.release_after_failure(ref, thaw_reason)
-        else:
-            self._delete_hypervisor_snapshot(compensation=True)
+            steps.release_after_failure(snap.ref, thaw_reason)
+        extra = self._unanswered_group() if interrupted else None
+        self._delete_driver_snapshots(compensation=True, extra=extra)
+        if snap.strategy != "storage":
+            # An unanswered take_vm_snapshot may have taken it under its fixed name.
+            unanswered = interrupted and snap.state == SNAPSHOTTING
+            self._delete_hypervisor_snapshot(
+                compensation=True, name=snap.ref.name if unanswered else None
+            )
         leftovers = self._leftovers()
         snap.fail(error + (f"; not cleaned up: {leftovers}" if leftovers else ""))
         self._end("failed")
@@ -316,6 +350,14 @@ class VmSnapshotFlow:
     def _taken_groups(self) -> list[DriverGroup]:
         return [g for g in self.snap.groups if g.pool_id in self.snap.taken]
 
+    def _unanswered_group(self) -> DriverGroup | None:
+        # Groups are called in order, each answer saved before the next call: only the
+        # first group without an answer can have been inside its call.
+        if self.snap.strategy != "storage" or self.snap.state != SNAPSHOTTING:
+            return None
+        answered = set(self.snap.answers)
+        return next((g for g in self.snap.groups if g.pool_id not in answered), None)
+
     # Delete -----------------------------------------------------------------------
 
     def delete(self) -> None:
@@ -329,9 +371,11 @@ class VmSnapshotFlow:
         self.snap.finish_delete()
         self._end("removed")
 
-    def _delete_driver_snapshots(self, *, compensation: bool, strict: bool = False) -> None:
+    def _delete_driver_snapshots(
+        self, *, compensation: bool, strict: bool = False, extra: DriverGroup | None = None
+    ) -> None:
         steps, snap = self.steps, self.snap
-        for group in self._taken_groups():
+        for group in [*self._taken_groups(), *([extra] if extra else [])]:
             driver = steps.drivers[group.pool_id]
             volumes = steps.volumes(group.volume_ids)
             try:
@@ -348,9 +392,11 @@ class VmSnapshotFlow:
             snap.record_driver_deleted(group.pool_id, group.driver, group.volume_ids, compensation)
             steps.save(snap)
 
-    def _delete_hypervisor_snapshot(self, *, compensation: bool, strict: bool = False) -> None:
+    def _delete_hypervisor_snapshot(
+        self, *, compensation: bool, strict: bool = False, name: str | None = None
+    ) -> None:
         steps, snap = self.steps, self.snap
-        name = snap.hypervisor_snapshot
+        name = snap.hypervisor_snapshot or name
         if name is None:
             return
         try:
@@ -386,6 +432,10 @@ class VolumeSnapshotFlow:
         self.steps.save(self.snap, self.vm_record)
 
     def create(self) -> None:
+        with self.steps.thaw_on_error():
+            self._create()
+
+    def _create(self) -> None:
         steps, snap = self.steps, self.snap
         ref = snap.ref
         try:
@@ -425,21 +475,27 @@ class VolumeSnapshotFlow:
         snap.complete(snap.quiesced, consistency(snap.quiesced))
         self._end("ready")
 
-    def compensate(self, error: str, thaw_reason: str = "failure") -> None:
+    def compensate(
+        self, error: str, thaw_reason: str = "failure", *, interrupted: bool = False
+    ) -> None:
+        """
+        Thaw and release, delete the snapshot taken (``interrupted``: or possibly taken by
+        a call whose answer was never recorded), then fail.
+        """
         steps, snap = self.steps, self.snap
-        if snap.taken is not None:
+        steps.release_after_failure(snap.ref, thaw_reason)  # thaw first, then clean up
+        unanswered = interrupted and snap.state == SNAPSHOTTING
+        if snap.taken is not None or unanswered:
             try:
                 self._delete(compensation=True)
             except StepFailed:
-                error += f"; not cleaned up: volume snapshot {snap.taken}"
-        steps.release_after_failure(snap.ref, thaw_reason)
+                error += f"; not cleaned up: volume snapshot {snap.ref.name}"
         snap.fail(error)
         self._end("failed")
 
     def _delete(self, *, compensation: bool) -> None:
         steps, snap = self.steps, self.snap
-        name = snap.taken
-        assert name is not None
+        name = snap.ref.name  # the name it was taken with (``taken`` is the backend's answer)
         steps.call(
             snap.pool_id,
             "delete_snapshot",

@@ -44,6 +44,12 @@ def _common(p: argparse.ArgumentParser, *, top: bool = False) -> None:
         default=False if top else argparse.SUPPRESS,
         help="print exactly one JSON document",
     )
+    p.add_argument(
+        "--recover",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="first recover what controllers that died left in flight (as `vmsnap recover`)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,7 +235,8 @@ def _load_config(args: argparse.Namespace, *, store_only: bool = False) -> Confi
 def _controller(args: argparse.Namespace, *, store_only: bool = False) -> Controller:
     from vmsnap.controller import Controller
 
-    return Controller(_load_config(args, store_only=store_only), _store_url(args))
+    config = _load_config(args, store_only=store_only)
+    return Controller(config, _store_url(args), recover=args.recover)
 
 
 def _show(args: argparse.Namespace, view: Any, *, ran: bool = True) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -498,6 +499,8 @@ class Controller:
             raise OperationInProgress(
                 f"VM {record.vm_id} has another operation in progress"
             ) from None
+        except PersistenceError as e:  # e.g. locked past its timeout: nothing was recorded
+            raise StoreError(f"cannot record the operation on VM {record.vm_id}: {e}") from None
 
     def _steps(self, snap: SnapshotAggregate, vm: VmInfo) -> Steps:
         def save(*aggregates: Aggregate) -> None:
@@ -514,11 +517,16 @@ class Controller:
 
     def _done(self, sid: str) -> None:
         self._running.discard(sid)
-        self._views.catch_up()
+        # The operation is recorded; views that cannot catch up now do so on the next read.
+        with contextlib.suppress(PersistenceError, sqlite3.Error):
+            self._views.catch_up()
 
     def _views_current(self) -> SqliteViews:
         if self._views.position() < self._log.max_position():
-            self._views.catch_up()
+            try:
+                self._views.catch_up()
+            except (PersistenceError, sqlite3.Error) as e:
+                raise StoreError(f"cannot bring the views up to date: {e}") from None
         return self._views
 
     def _owner_alive(self, owner: Any, sid: str) -> bool:

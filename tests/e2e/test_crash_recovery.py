@@ -164,28 +164,28 @@ def _orphans(world: SimulatorWorld, snapshot_id: str) -> list[str]:
     return names
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("step", sorted(STEPS))
-def test_a_controller_killed_inside_a_step_is_recovered_to_failed_thawed_and_clean(
-    tmp_path: Path, step: str
-) -> None:
+def _killed_inside(folder: Path, step: str) -> Path:
+    """
+    Run a quiesced create that hangs in ``step``, SIGKILL it there; return a healthy
+    config on the same store and world.
+    """
     hv_delay, pool_delay, inside = STEPS[step]
-    slow = write_config(tmp_path, "slow.toml", hv_delay, pool_delay)
-    healthy = write_config(tmp_path, "healthy.toml")
+    slow = write_config(folder, "slow.toml", hv_delay, pool_delay)
+    healthy = write_config(folder, "healthy.toml")
     proc = subprocess.Popen(
         [sys.executable, "-m", "vmsnap", "--config", str(slow), *CREATE],
-        cwd=tmp_path,
+        cwd=folder,
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        wait_for(lambda: (tmp_path / STATE).exists(), "the simulated world", proc)
-        with SimulatorWorld(tmp_path / STATE) as world:
+        wait_for(lambda: (folder / STATE).exists(), "the simulated world", proc)
+        with SimulatorWorld(folder / STATE) as world:
             # The child registers the VM in the world once it has opened the store.
             wait_for(lambda: world.vm_state(VM) is not None, "the create to start", proc)
-            wait_for(lambda: inside(world, tmp_path), f"the controller inside {step}", proc)
+            wait_for(lambda: inside(world, folder), f"the controller inside {step}", proc)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=CMD_TIMEOUT_S)
             assert proc.returncode == -signal.SIGKILL
@@ -196,6 +196,15 @@ def test_a_controller_killed_inside_a_step_is_recovered_to_failed_thawed_and_cle
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=CMD_TIMEOUT_S)
+    return healthy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", sorted(STEPS))
+def test_a_controller_killed_inside_a_step_is_recovered_to_failed_thawed_and_clean(
+    tmp_path: Path, step: str
+) -> None:
+    healthy = _killed_inside(tmp_path, step)
 
     recovered = vmsnap(healthy, "recover", "--json")
     assert recovered.returncode == 0, recovered.stderr
@@ -225,3 +234,25 @@ def test_a_controller_killed_inside_a_step_is_recovered_to_failed_thawed_and_cle
     assert vmsnap(healthy, "audit", "export").stdout == events_before
     with SimulatorWorld(tmp_path / STATE) as world:
         assert world.calls() == calls_after_first
+
+
+@pytest.mark.slow
+def test_a_command_started_with_recover_first_releases_what_a_killed_controller_held(
+    tmp_path: Path,
+) -> None:
+    healthy = _killed_inside(tmp_path, "vendor-take_vm_snapshot")
+    # Without recovery the VM is still claimed by the dead process.
+    assert vmsnap(healthy, *CREATE, "--json").returncode == 3
+
+    started = vmsnap(healthy, "--recover", *CREATE, "--json")
+
+    assert started.returncode == 0, started.stderr
+    new = json.loads(started.stdout)
+    listed = vmsnap(healthy, "vm-snapshots", "list", "--vm", VM, "--all", "--json")
+    states = {s["id"]: s["state"] for s in json.loads(listed.stdout)}
+    assert states.pop(new["id"]) == "ready"
+    assert list(states.values()) == ["failed"]
+    with SimulatorWorld(tmp_path / STATE) as world:
+        assert world.is_frozen(VM) is False
+        [old] = states
+        assert _orphans(world, old) == []

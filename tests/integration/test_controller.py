@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import sys
 import threading
 import uuid
@@ -29,9 +30,10 @@ from tests.conftest import (
     write_config,
 )
 from vmsnap import Controller, InvalidRequest, NotFound, OperationInProgress, VmSnapshotView
-from vmsnap.adapters import simulator
+from vmsnap.adapters import simulator, store
 from vmsnap.adapters.simulator import SimulatorWorld
-from vmsnap.domain.exceptions import IllegalTransition
+from vmsnap.adapters.store import EventLog
+from vmsnap.domain.exceptions import IllegalTransition, StoreError
 from vmsnap.domain.pool import Pool
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -778,6 +780,7 @@ def test_a_second_operation_on_a_vm_with_one_in_flight_is_refused_and_records_no
             )
             before = event_count(ctrl)
             calls = len(world.calls())
+            [running] = [s.id for s in ctrl.list_vm_snapshots("vm-vmware") if s.id != earlier.id]
 
             attempts: list[Callable[[], Any]] = [
                 lambda: ctrl.create_vm_snapshot("vm-vmware", quiesce=True),
@@ -785,6 +788,9 @@ def test_a_second_operation_on_a_vm_with_one_in_flight_is_refused_and_records_no
                 lambda: ctrl.revert_vm_snapshot(earlier.id),
                 lambda: other.delete_vm_snapshot(earlier.id),
                 lambda: ctrl.create_volume_snapshot("vmw-root"),
+                # The snapshot being created: busy, not merely in the wrong state.
+                lambda: other.revert_vm_snapshot(running),
+                lambda: other.delete_vm_snapshot(running),
             ]
             for attempt in attempts:
                 with pytest.raises(OperationInProgress, match="vm-vmware"):
@@ -968,6 +974,62 @@ def test_a_store_error_right_after_the_claim_leaves_the_vm_recoverable(
         recovered = ctrl.recover()
 
         assert [s.state for s in recovered] == ["failed"]
+        assert ctrl.create_vm_snapshot("vm-plain").state == "ready"
+
+
+def test_a_store_error_while_the_vm_is_frozen_thaws_it_before_the_error_propagates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_save = EventLog.save
+
+    def broken_after_the_first_driver(self: EventLog, *aggregates: Any, **kw: Any) -> Any:
+        for agg in aggregates:
+            if any(type(e).__name__ == "DriverSnapshotTaken" for e in agg.pending_events):
+                raise OperationalError("disk I/O error")
+        return real_save(self, *aggregates, **kw)
+
+    with (
+        Controller.from_config(write_config(tmp_path)) as ctrl,
+        SimulatorWorld(tmp_path / STATE_FILE) as world,
+    ):
+        monkeypatch.setattr(EventLog, "save", broken_after_the_first_driver)
+        with pytest.raises(OperationalError):
+            ctrl.create_vm_snapshot("vm-kvm", quiesce=True)
+        monkeypatch.undo()
+
+        # The freeze did not outlive the failure, though nothing could record the thaw.
+        assert world.vm_state("vm-kvm")["frozen"] is False  # type: ignore[index]
+        [frozen] = [v for v in ctrl.list_vms() if v.frozen]
+        assert frozen.id == "vm-kvm"  # the log still believes it frozen, until recover
+
+        [recovered] = ctrl.recover()
+
+        assert recovered.state == "failed"
+        assert not [v for v in ctrl.list_vms() if v.frozen or v.in_flight]
+        names = [n for vol in world.show()["volumes"].values() for n in vol["snapshots"]]
+        names += [n for n in world.show()["vms"]["vm-kvm"]["hypervisor_snapshots"]]
+        assert [n for n in names if recovered.id in n] == []
+        assert ctrl.audit_verify().ok
+
+
+def test_a_store_locked_by_another_writer_past_its_timeout_is_a_clear_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 1)
+    with Controller.from_config(write_config(tmp_path)) as ctrl:
+        ctrl.create_vm_snapshot("vm-plain")
+        before = event_count(ctrl)
+        holder = sqlite3.connect(tmp_path / STORE_FILE, isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")  # another writer that does not let go
+
+            with pytest.raises(StoreError, match="locked"):
+                ctrl.create_vm_snapshot("vm-plain")
+        finally:
+            holder.close()
+
+        assert event_count(ctrl) == before
+        assert {v.in_flight for v in ctrl.list_vms()} == {None}
         assert ctrl.create_vm_snapshot("vm-plain").state == "ready"
 
 

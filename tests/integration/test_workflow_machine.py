@@ -3,7 +3,9 @@ A hypothesis state machine that drives a Controller (SQLite file store + simulat
 with random commands, against a plain model of what each snapshot's state must be.
 
 A second Controller on the same store and world has a vendor pool (netapp-1) whose
-take/revert/delete of VM snapshots fail; rules switch between the two.
+take/revert/delete of VM snapshots fail; rules switch between the two. Another rule runs
+an operation on a Controller that dies at a chosen call (tests/crash.py), then restarts
+the healthy Controller with recovery enabled, as a restarted controller process would.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import attrs
 import pytest
+from hypothesis import event as note_event
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -29,9 +32,11 @@ from hypothesis.stateful import (
 )
 
 from tests.conftest import STATE_FILE, VMS, VendorPool, write_config
+from tests.crash import SimulatedCrash, die_at_call
 from vmsnap import Controller, InvalidRequest
 from vmsnap.adapters.simulator import SimulatorWorld
 from vmsnap.domain.exceptions import IllegalTransition
+from vmsnap.domain.values import backend_name
 from vmsnap.domain.workflow import (
     EVENT_TRIGGERS,
     VM_SNAPSHOT_WORKFLOW,
@@ -67,6 +72,7 @@ class Expected:
     state: str
     parent: str | None
     netapp_held: bool  # the faulty pool holds a snapshot of it, so its faults apply
+    holds: bool = True  # may own backend snapshots (ready, or failed to delete)
 
 
 class WorkflowMachine(RuleBasedStateMachine):
@@ -76,6 +82,7 @@ class WorkflowMachine(RuleBasedStateMachine):
     def open_controllers(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="vmsnap-machine-"))
         healthy = write_config(self.folder, max_vm_snapshots_per_vm=LIMIT)
+        self.healthy_config = healthy
         faulty = write_config(
             self.folder,
             filename="faulty.toml",
@@ -178,6 +185,7 @@ class WorkflowMachine(RuleBasedStateMachine):
             "failed" if fails else "ready",
             self.current[vm_id],
             _uses_netapp(vm_id) and not fails,
+            holds=not fails,
         )
         assert snap.state == expected.state, snap.error
         assert (snap.error is not None) is fails
@@ -241,8 +249,13 @@ class WorkflowMachine(RuleBasedStateMachine):
             expected.state = "failed"
             return
         assert snap.state == "removed", snap.error
+        self._removed(sid)
+
+    def _removed(self, sid: str) -> None:
+        expected = self.model[sid]
         expected.state = "removed"
         expected.netapp_held = False
+        expected.holds = False
         for child in self.model.values():
             if child.parent == sid:
                 child.parent = expected.parent
@@ -262,7 +275,86 @@ class WorkflowMachine(RuleBasedStateMachine):
         assert snap.quiesce_requested is quiesce
         self.volume_snapshots[snap.id] = "ready"
 
+    @rule(
+        data=st.data(),
+        operation=st.sampled_from(["create", "revert", "delete"]),
+        call=st.integers(min_value=1, max_value=6),
+        after=st.booleans(),
+    )
+    def crash_mid_flight_then_restart(
+        self, data: st.DataObject, operation: str, call: int, after: bool
+    ) -> None:
+        """
+        Run one operation on a Controller that dies at its ``call``-th adapter call, then
+        restart with recovery: the operation ends as recovery defines (a create failed and
+        cleaned up, a revert back to ready, a delete finished).
+        """
+        if operation == "create":
+            candidates = sorted(vm for vm in VMS if len(self._live(vm)) < LIMIT)
+        else:
+            wanted = ("ready",) if operation == "revert" else ("ready", "failed")
+            candidates = sorted(sid for sid, s in self.model.items() if s.state in wanted)
+        if not candidates:
+            return
+        target = data.draw(st.sampled_from(candidates), label=f"{operation} target")
+        dying = Controller.from_config(self.healthy_config)
+        countdown = die_at_call(dying, call, after=after)
+        saved, self.ctrl = self.ctrl, dying
+        try:
+            if operation == "create":
+                self._create(target, None, False, data.draw(st.booleans(), label="quiesce"))
+            elif operation == "revert":
+                self._revert(target)
+            else:
+                self._delete(target)
+            crashed = None
+        except SimulatedCrash:
+            [crashed] = [v.in_flight for v in dying.list_vms() if v.in_flight is not None]
+        finally:
+            self.ctrl = saved
+            dying.close()
+        assert (crashed is None) is (countdown.fired is None)
+        outcome = f"died in {countdown.fired}" if countdown.fired else "ran to its end"
+        note_event(f"{operation}: {outcome}")
+        self._restart_with_recovery()
+        if crashed is None:
+            return  # it ran to its end before the chosen call: the model already knows
+        view = self.ctrl.get_vm_snapshot(crashed)
+        if operation != "delete":  # recovery finishes a delete; the others end with an error
+            assert view.error is not None and "recovered after the controller" in view.error
+        if operation == "create":
+            assert view.state == "failed"
+            self.model[crashed] = Expected(
+                target, view.name, "failed", self.current[target], False, holds=False
+            )
+        elif operation == "revert":
+            assert view.state == "ready"  # the current snapshot stays what it was
+        else:
+            assert view.state == "removed"
+            self._removed(crashed)
+
+    def _restart_with_recovery(self) -> None:
+        was_healthy = not self.is_faulty
+        self.healthy.close()
+        self.healthy = Controller.from_config(self.healthy_config, recover=True)
+        if was_healthy:
+            self.ctrl = self.healthy
+
     # -- invariants -----------------------------------------------------------------------
+
+    @invariant()
+    def no_backend_snapshot_is_orphaned(self) -> None:
+        if not hasattr(self, "world"):
+            return
+        shown = self.world.show()
+        names = [n for vm in shown["vms"].values() for n in vm["hypervisor_snapshots"]]
+        names += [n for vol in shown["volumes"].values() for n in vol["snapshots"]]
+        owners = {backend_name(sid): sid for sid in [*self.model, *self.volume_snapshots]}
+        for name in names:
+            sid = owners.get(name.removesuffix("-quiesce"))
+            assert sid is not None, f"backend snapshot {name} belongs to no snapshot"
+            if sid in self.model:
+                assert self.model[sid].holds, f"{name} outlived its snapshot ({sid})"
 
     @invariant()
     def views_match_the_model(self) -> None:

@@ -137,11 +137,19 @@ def _vm_registered(e: Any, rows: Rows, position: int) -> None:
 
 
 def _operation_started(e: Any, rows: Rows, position: int) -> None:
-    _put_vm(e, rows, position, in_flight=e.snapshot_id, operation=e.operation, owner=e.owner)
+    _put_vm(
+        e,
+        rows,
+        position,
+        in_flight=e.snapshot_id,
+        operation=e.operation,
+        owner=e.owner,
+        in_flight_since=e.timestamp.isoformat(),
+    )
 
 
 def _operation_ended(e: Any, rows: Rows, position: int) -> None:
-    _put_vm(e, rows, position, in_flight=None, operation=None, owner=None)
+    _put_vm(e, rows, position, in_flight=None, operation=None, owner=None, in_flight_since=None)
 
 
 def _current_changed(e: Any, rows: Rows, position: int) -> None:

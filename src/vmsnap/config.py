@@ -46,6 +46,9 @@ DEFAULT_STORE = "sqlite:///vmsnap.db"
 class Limits:
     max_vm_snapshots_per_vm: int = 10
     quiesce_deadline_s: float = 60.0
+    # A claim by a controller on another host (whose pid cannot be checked) counts as dead
+    # once its operation has run this long.
+    operation_timeout_s: float = 3600.0
 
 
 @attrs.frozen
@@ -126,6 +129,7 @@ def parse(raw: Mapping[str, Any], folder: Path, path: Path | None = None) -> Con
     limits = Limits(
         max_vm_snapshots_per_vm=_int(limits_raw, "max_vm_snapshots_per_vm", 10, "limits"),
         quiesce_deadline_s=_number(limits_raw, "quiesce_deadline_s", 60.0, "limits"),
+        operation_timeout_s=_number(limits_raw, "operation_timeout_s", 3600.0, "limits"),
     )
     hypervisors = tuple(_hypervisor(h, folder) for h in _array(raw, "hypervisors"))
     _unique("hypervisor name", [h.name for h in hypervisors])

@@ -336,6 +336,7 @@ class Controller:
                 doc.get("frozen_by"),
                 doc.get("frozen_since"),
                 doc.get("alert"),
+                doc.get("in_flight_since"),
             )
             if view.frozen or not frozen:
                 result.append(view)
@@ -358,7 +359,8 @@ class Controller:
         done: list[VmSnapshotView | VolumeSnapshotView] = []
         for vm_doc in self._views_current().select("vms", {}):
             sid = vm_doc.get("in_flight")
-            if sid is not None and not self._owner_alive(vm_doc.get("owner"), sid):
+            since = vm_doc.get("in_flight_since")
+            if sid is not None and not self._owner_alive(vm_doc.get("owner"), sid, since):
                 done.append(self._recover_vm(vm_doc["vm_id"]))
             elif sid is None and vm_doc.get("frozen") and vm_doc.get("frozen_by"):
                 done.append(self._thaw_again(vm_doc["vm_id"], vm_doc["frozen_by"]))
@@ -529,16 +531,21 @@ class Controller:
                 raise StoreError(f"cannot bring the views up to date: {e}") from None
         return self._views
 
-    def _owner_alive(self, owner: Any, sid: str) -> bool:
+    def _owner_alive(self, owner: Any, sid: str, since: str | None) -> bool:
         """
         Whether the controller that claimed a VM may still be running the operation.
-        Another host's controller is assumed alive: recover there, or after it is gone.
+        On this host, its process tells; another host's controller is presumed alive until
+        ``[limits] operation_timeout_s`` after its claim (a live one that overruns then
+        loses its next write to recovery on the store's version check).
         """
         host, pid = [*str(owner).split(":"), "", ""][:2]
         if owner == self.owner:
             return sid in self._running
         if host != socket.gethostname():
-            return True
+            if since is None:
+                return True
+            age = datetime.now(UTC) - datetime.fromisoformat(since)
+            return age.total_seconds() < self.config.limits.operation_timeout_s
         if pid == str(os.getpid()):
             return owner in _OPEN_OWNERS  # another Controller of this process, if still open
         try:

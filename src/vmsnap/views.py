@@ -104,6 +104,7 @@ class VmView:
     frozen_by: str | None
     frozen_since: str | None
     alert: str | None
+    in_flight_since: str | None = None  # when the operation in flight was claimed
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)

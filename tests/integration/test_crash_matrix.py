@@ -13,12 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from tests.conftest import STATE_FILE, write_config
 from tests.crash import SimulatedCrash, die_at_call
 from vmsnap import Controller
 from vmsnap.adapters.simulator import SimulatorWorld
+from vmsnap.config import load
 
 MAX_CALLS = 12  # more than any operation here makes
 
@@ -133,3 +135,27 @@ def test_a_controller_that_dies_at_any_call_is_recovered_cleanly(
             assert report.ok, (where, report.problems)
             assert restarted.recover() == [], "a second recover found work to do"
     assert crashes >= 1
+
+
+def test_a_claim_from_another_host_is_recovered_only_after_the_operation_timeout(
+    tmp_path: Path,
+) -> None:
+    config = load(write_config(tmp_path))
+    dying = Controller(config)
+    dying.owner = "another-host:4242:cafe"  # a controller on another machine
+    die_at_call(dying, 2, after=True)
+    with pytest.raises(SimulatedCrash):
+        dying.create_vm_snapshot("vm-kvm", quiesce=True)
+    dying.close()
+
+    with Controller(config) as patient:
+        assert patient.recover() == []  # the other host may still be working on it
+        [claimed] = [v for v in patient.list_vms() if v.in_flight]
+        assert claimed.in_flight_since is not None
+
+    expired = attrs.evolve(config, limits=attrs.evolve(config.limits, operation_timeout_s=0))
+    with Controller(expired) as ctrl, SimulatorWorld(tmp_path / STATE_FILE) as world:
+        [recovered] = ctrl.recover()
+        assert recovered.state == "failed"
+        assert frozen_vms(world) == []
+        assert backend_names(world, recovered.id) == []

@@ -571,6 +571,11 @@ BAD_CONFIGS: dict[str, Callable[[str], str]] = {
     "duplicate-pool-id": lambda t: t + '\n[[pools]]\nid = "netapp-1"\ndriver = "default"\n',
     "duplicate-vm-id": lambda t: t + '\n[[vms]]\nid = "vm-1"\nhypervisor = "esx1"\n',
     "unknown-profile": lambda t: t.replace('profile = "kvm"', 'profile = "hyperv"'),
+    "unknown-driver": lambda t: t.replace('driver = "simulator"', 'driver = "netapp9000"', 1),
+    "unknown-hypervisor": lambda t: t.replace('hypervisor = "esx1"', 'hypervisor = "esx9"', 1),
+    "store-in-a-missing-folder": lambda t: t.replace(
+        'url = "sqlite:///', 'url = "sqlite:///no/such/folder/', 1
+    ),
     "not-toml": lambda t: "this is [not TOML\n" + t,
 }
 

@@ -15,15 +15,14 @@ The world (see :func:`write_config`):
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
 
+from tests.toml_text import toml_table
 from vmsnap import Controller
 from vmsnap.adapters.simulator import SimulatorWorld
 
@@ -92,24 +91,6 @@ class VendorPool:
     delay_s: Mapping[str, float] = attrs.field(factory=dict)
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def _table(header: str, fields: Mapping[str, Any]) -> str:
-    return "\n".join([header, *(f"{k} = {_toml(v)}" for k, v in fields.items())]) + "\n"
-
-
 def write_config(
     folder: Path,
     *,
@@ -132,15 +113,15 @@ def write_config(
     hv_faults = hypervisor_faults or {}
     hv_delays = hypervisor_delays or {}
     parts = [
-        _table("[store]", {"url": f"sqlite:///{store}"}),
-        _table(
+        toml_table("[store]", {"url": f"sqlite:///{store}"}),
+        toml_table(
             "[limits]",
             {"max_vm_snapshots_per_vm": max_vm_snapshots_per_vm, "quiesce_deadline_s": 60},
         ),
     ]
     for name, profile in HYPERVISORS.items():
         parts.append(
-            _table(
+            toml_table(
                 "[[hypervisors]]",
                 {
                     "name": name,
@@ -153,7 +134,7 @@ def write_config(
             )
         )
     parts.append(
-        _table("[[pools]]", {"id": "primary-1", "name": "Primary NFS", "driver": "default"})
+        toml_table("[[pools]]", {"id": "primary-1", "name": "Primary NFS", "driver": "default"})
     )
     for pool_id, name, vendor in (
         ("netapp-1", "NetApp 1", netapp),
@@ -161,7 +142,7 @@ def write_config(
         ("plain-1", "Plain 1", VendorPool(caps=dict(NO_CAPS))),
     ):
         parts.append(
-            _table(
+            toml_table(
                 "[[pools]]",
                 {
                     "id": pool_id,
@@ -177,7 +158,7 @@ def write_config(
         )
     for vm_id, (hv, power, volumes) in VMS.items():
         parts.append(
-            _table(
+            toml_table(
                 "[[vms]]",
                 {
                     "id": vm_id,

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from tests.toml_text import toml_table
+
 TIMEOUT_S = 120  # the longest one command may take before the test fails
 STATE_FILE = "sim-state.db"
 STORE_FILE = "vmsnap.db"
@@ -97,24 +99,6 @@ VMS: dict[str, tuple[str, str, list[tuple[str, str, str]]]] = {
 }
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def _table(header: str, fields: Mapping[str, Any]) -> str:
-    return "\n".join([header, *(f"{k} = {_toml(v)}" for k, v in fields.items())]) + "\n"
-
-
 def config_text(
     *,
     store: str | None = f"sqlite:///{STORE_FILE}",
@@ -129,27 +113,27 @@ def config_text(
     """
     parts = []
     if store is not None:
-        parts.append(_table("[store]", {"url": store}))
+        parts.append(toml_table("[store]", {"url": store}))
     parts.append(
-        _table(
+        toml_table(
             "[limits]",
             {"max_vm_snapshots_per_vm": max_vm_snapshots_per_vm, "quiesce_deadline_s": 60},
         )
     )
     for name, profile in HYPERVISORS:
         parts.append(
-            _table(
+            toml_table(
                 "[[hypervisors]]",
                 {"name": name, "type": "simulator", "profile": profile, "state": state},
             )
         )
     parts.append(
-        _table("[[pools]]", {"id": "primary-1", "name": primary_name, "driver": "default"})
+        toml_table("[[pools]]", {"id": "primary-1", "name": primary_name, "driver": "default"})
     )
     for pool_id, name, caps in VENDOR_POOLS:
         netapp = pool_id == "netapp-1"
         parts.append(
-            _table(
+            toml_table(
                 "[[pools]]",
                 {
                     "id": pool_id,
@@ -165,7 +149,7 @@ def config_text(
         )
     for vm_id, (hv, power, volumes) in VMS.items():
         parts.append(
-            _table(
+            toml_table(
                 "[[vms]]",
                 {
                     "id": vm_id,

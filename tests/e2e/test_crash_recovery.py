@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.toml_text import toml_value
 from vmsnap import Controller
 from vmsnap.adapters.simulator import SimulatorWorld
 
@@ -34,18 +35,6 @@ WAIT_S = 30.0
 CMD_TIMEOUT_S = 60
 CREATE = ("vm-snapshots", "create", "--vm", VM, "--quiesce")
 HANG_S = 120  # the delayed call outlives the test: the process is always killed inside it
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    return "[" + ", ".join(_toml(v) for v in value) + "]"
 
 
 def write_config(
@@ -68,7 +57,7 @@ name = "kvm1"
 type = "simulator"
 profile = "kvm"
 state = "{STATE}"
-delay_s = {_toml(dict(hv_delay or {}))}
+delay_s = {toml_value(dict(hv_delay or {}))}
 
 [[pools]]
 id = "primary-1"
@@ -80,15 +69,15 @@ id = "netapp-1"
 name = "NetApp"
 driver = "simulator"
 state = "{STATE}"
-capabilities = {_toml(caps)}
+capabilities = {toml_value(caps)}
 need_unquiesce = true
-delay_s = {_toml(dict(pool_delay or {}))}
+delay_s = {toml_value(dict(pool_delay or {}))}
 
 [[vms]]
 id = "{VM}"
 hypervisor = "kvm1"
 power_state = "Running"
-volumes = {_toml(vols)}
+volumes = {toml_value(vols)}
 """
     path = folder / filename
     path.write_text(text, encoding="utf-8")

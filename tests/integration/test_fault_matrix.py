@@ -21,13 +21,13 @@ that ``netapp-1`` has already taken its snapshot when ``pure-1`` fails.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.toml_text import toml_table
 from vmsnap import Controller
 from vmsnap.adapters.simulator import SimulatorWorld
 
@@ -68,24 +68,6 @@ INVOLVED: dict[tuple[str, str], set[tuple[str, str]]] = {
 }
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    raise TypeError(value)
-
-
-def _table(header: str, fields: Mapping[str, Any]) -> str:
-    return "\n".join([header, *(f"{k} = {_toml(v)}" for k, v in fields.items())]) + "\n"
-
-
 def write_config(
     folder: Path,
     filename: str,
@@ -94,18 +76,20 @@ def write_config(
 ) -> Path:
     """Write a config into ``folder``; ``pool_faults`` is pool id -> faults."""
     parts = [
-        _table("[store]", {"url": f"sqlite:///{STORE}"}),
-        _table("[limits]", {"max_vm_snapshots_per_vm": 10, "quiesce_deadline_s": 60}),
+        toml_table("[store]", {"url": f"sqlite:///{STORE}"}),
+        toml_table("[limits]", {"max_vm_snapshots_per_vm": 10, "quiesce_deadline_s": 60}),
     ]
     for name, profile in HYPERVISORS.items():
         fields = {"name": name, "type": "simulator", "profile": profile, "state": STATE}
-        parts.append(_table("[[hypervisors]]", {**fields, "faults": dict(hv_faults or {})}))
-    parts.append(_table("[[pools]]", {"id": "primary-1", "name": "Primary", "driver": "default"}))
+        parts.append(toml_table("[[hypervisors]]", {**fields, "faults": dict(hv_faults or {})}))
+    parts.append(
+        toml_table("[[pools]]", {"id": "primary-1", "name": "Primary", "driver": "default"})
+    )
     for pool_id in ("netapp-1", "pure-1"):
         faults = dict((pool_faults or {}).get(pool_id, {}))
         fields = {"id": pool_id, "name": pool_id, "driver": "simulator", "state": STATE}
         parts.append(
-            _table(
+            toml_table(
                 "[[pools]]",
                 {**fields, "capabilities": CAPS, "need_unquiesce": True, "faults": faults},
             )
@@ -113,7 +97,7 @@ def write_config(
     for vm_id, (hv, volumes) in VMS.items():
         vols = [{"id": v, "pool": p, "type": "DATADISK"} for v, p in volumes]
         parts.append(
-            _table(
+            toml_table(
                 "[[vms]]",
                 {"id": vm_id, "hypervisor": hv, "power_state": "Running", "volumes": vols},
             )

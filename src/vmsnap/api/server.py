@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
 import sys
+from collections.abc import Iterator
+from types import FrameType
 
 import uvicorn
 
@@ -37,12 +41,39 @@ def serve(config: Config, store_url: str | None, host: str, port: int) -> int:
                 )
                 bound = sock.getsockname()
                 print(f"serving on http://{bound[0]}:{bound[1]}{PATH}", file=sys.stderr)
-                server.run(sockets=[sock])
+                with _stop_on_signals():
+                    server.run(sockets=[sock])
             finally:
-                jobs.close()
+                jobs.close()  # waits for the running jobs
     finally:
         sock.close()
     return 0
+
+
+class _Stop(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """
+    uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the
+    handler that was there before: this one, so that the jobs are waited for and the
+    store closed, and the command exits 0.
+    """
+
+    def stop(sig: int, frame: FrameType | None) -> None:
+        raise _Stop
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, stop) for sig in handled}
+    try:
+        yield
+    except _Stop:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -147,6 +147,14 @@ def test_a_quiesced_volume_snapshot_is_taken_only_where_the_pool_advertises_it(
     assert cs.listSnapshots(volumeid="vol-1")["count"] == 0
 
 
+def test_clients_that_post_forms_are_served_too(server: Server) -> None:
+    cs = server.client(method="post")
+    snap = cs.createSnapshot(volumeid="vol-2", fetch_result=True)["snapshot"]
+    assert snap["state"] == "BackedUp"
+    assert cs.listSnapshots(id=snap["id"])["count"] == 1
+    assert refusal(server.client(method="post", secret="wrong").listVolumes)[0] == 401
+
+
 def test_bad_parameters_and_unknown_ids_are_refused_with_431_and_record_nothing(
     server: Server,
 ) -> None:
@@ -162,6 +170,12 @@ def test_bad_parameters_and_unknown_ids_are_refused_with_431_and_record_nothing(
         (cs.createSnapshot, {"volumeid": "no-such-volume"}),
         (cs.queryAsyncJobResult, {"jobid": UNKNOWN_ID}),
         (cs.listVMSnapshot, {"state": "Sleeping"}),
+        (cs.listVMSnapshot, {"vmsnapshotid": UNKNOWN_ID}),
+        (cs.listVMSnapshot, {"virtualmachineid": "no-such-vm"}),
+        (cs.listSnapshots, {"id": UNKNOWN_ID}),
+        (cs.listSnapshots, {"volumeid": "no-such-volume"}),
+        (cs.listStoragePools, {"id": "no-such-pool"}),
+        (cs.listVolumes, {"virtualmachineid": "no-such-vm"}),
         (cs.listVolumes, {"page": "0"}),
     ):
         status, _, error = refusal(call, **params)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -20,9 +22,12 @@ def create_app(api: CloudStackApi) -> Starlette:
 
     async def endpoint(request: Request) -> JSONResponse:
         params = dict(request.query_params)
-        if request.method == "POST":
-            form = await request.form()
-            params.update({k: v for k, v in form.items() if isinstance(v, str)})
+        if request.method == "POST" and request.headers.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded"
+        ):
+            # CloudStack clients POST forms; parsed here, without a multipart library.
+            body = (await request.body()).decode("utf-8", errors="replace")
+            params.update(parse_qsl(body, keep_blank_values=True))
         remote = request.client.host if request.client else None
         # The Controller blocks (SQLite, drivers): answer from a worker thread.
         status, body = await run_in_threadpool(api.handle, params, remote)

@@ -88,6 +88,9 @@ class CloudStackApi:
             return CONFLICT, responses.error(command, CONFLICT, str(e))
         except InvalidRequest as e:
             return PARAM_ERROR, responses.error(command, PARAM_ERROR, str(e))
+        except Exception as e:  # answered as CloudStack does (530), the server goes on
+            text = f"{type(e).__name__}: {e}"
+            return INTERNAL_ERROR, responses.error(command, INTERNAL_ERROR, text)
 
     def _record_refusal(
         self, reason: str, command: str | None, api_key: str | None, remote: str | None
@@ -103,7 +106,7 @@ class CloudStackApi:
 
     def _create_vm_snapshot(self, principal: Principal, p: Params) -> Doc:
         vm_id = _required(p, "virtualmachineid")
-        self._ctl.list_volumes(vm_id)  # an unknown VM is refused here (431)
+        self._known_vm(vm_id)
         name, description = p.get("name"), p.get("description")
         check_text("name", name)
         check_text("description", description)
@@ -137,8 +140,7 @@ class CloudStackApi:
 
     def _create_snapshot(self, principal: Principal, p: Params) -> Doc:
         volume_id = _required(p, "volumeid")
-        if volume_id not in {v.id for v in self._ctl.list_volumes()}:
-            raise ApiError(PARAM_ERROR, f"Invalid parameter volumeid value={volume_id}")
+        self._known_volume(volume_id)
         quiesce = _bool(p, "quiescevm")
 
         def work(on_claimed: Callable[[str], None]) -> Outcome:
@@ -152,7 +154,7 @@ class CloudStackApi:
         try:
             return self._ctl.get_vm_snapshot(sid).id
         except InvalidRequest:
-            raise ApiError(PARAM_ERROR, f"Invalid parameter vmsnapshotid value={sid}") from None
+            raise _no_such("vmsnapshotid", sid) from None
 
     def _submit(
         self,
@@ -196,45 +198,78 @@ class CloudStackApi:
     # Lists ------------------------------------------------------------------------
 
     def _list_vm_snapshots(self, principal: Principal, p: Params) -> Doc:
-        state = p.get("state")
+        state, sid, vm_id = p.get("state"), p.get("vmsnapshotid"), p.get("virtualmachineid")
         states = None
         if state is not None:
             states = {k for k, v in responses.VM_SNAPSHOT_STATES.items() if v == state}
             if not states:
                 raise ApiError(PARAM_ERROR, f"Invalid parameter state value={state}")
-        views = self._ctl.list_vm_snapshots(
-            vm_id=p.get("virtualmachineid"), include_removed=state == "Removed"
-        )
+        # As CloudStack: an id that names nothing is a bad parameter, in lists too.
+        if sid is not None:
+            self._vm_snapshot_id(p)
+        if vm_id is not None:
+            self._known_vm(vm_id)
+        views = self._ctl.list_vm_snapshots(vm_id=vm_id, include_removed=state == "Removed")
         items = [
             responses.vm_snapshot(v)
             for v in views
             if (states is None or v.state in states)
-            and p.get("vmsnapshotid", v.id) == v.id
+            and sid in (None, v.id)
             and p.get("name", v.name) == v.name
         ]
         return _page("listvmsnapshot", items, p)
 
     def _list_snapshots(self, principal: Principal, p: Params) -> Doc:
-        views = self._ctl.list_volume_snapshots(p.get("volumeid"))
+        sid, volume_id = p.get("id"), p.get("volumeid")
+        if sid is not None:
+            try:
+                self._ctl.get_volume_snapshot(sid)
+            except InvalidRequest:
+                raise _no_such("id", sid) from None
+        if volume_id is not None:
+            self._known_volume(volume_id)
         items = [
             responses.volume_snapshot(v)
-            for v in views
-            if v.state != "removed" and p.get("id", v.id) == v.id
+            for v in self._ctl.list_volume_snapshots(volume_id)
+            if v.state != "removed" and sid in (None, v.id)
         ]
         return _page("listsnapshots", items, p)
 
     def _list_pools(self, principal: Principal, p: Params) -> Doc:
+        pools = self._ctl.list_pools()
+        pool_id = p.get("id")
+        if pool_id is not None and pool_id not in {v.id for v in pools}:
+            raise _no_such("id", pool_id)
         items = [
             responses.storage_pool(v)
-            for v in self._ctl.list_pools()
-            if p.get("id", v.id) == v.id and p.get("name", v.name) == v.name
+            for v in pools
+            if pool_id in (None, v.id) and p.get("name", v.name) == v.name
         ]
         return _page("liststoragepools", items, p)
 
     def _list_volumes(self, principal: Principal, p: Params) -> Doc:
-        views = self._ctl.list_volumes(p.get("virtualmachineid"))
-        items = [responses.volume(v) for v in views if p.get("id", v.id) == v.id]
+        volume_id, vm_id = p.get("id"), p.get("virtualmachineid")
+        if volume_id is not None:
+            self._known_volume(volume_id)
+        if vm_id is not None:
+            self._known_vm(vm_id)
+        views = self._ctl.list_volumes(vm_id)
+        items = [responses.volume(v) for v in views if volume_id in (None, v.id)]
         return _page("listvolumes", items, p)
+
+    def _known_vm(self, vm_id: str) -> None:
+        try:
+            self._ctl.list_volumes(vm_id)
+        except InvalidRequest:
+            raise _no_such("virtualmachineid", vm_id) from None
+
+    def _known_volume(self, volume_id: str) -> None:
+        if volume_id not in {v.id for v in self._ctl.list_volumes()}:
+            raise _no_such("volumeid", volume_id)
+
+
+def _no_such(name: str, value: str) -> ApiError:
+    return ApiError(PARAM_ERROR, f"Invalid parameter {name} value={value}: no such entity")
 
 
 def _outcome(command: str, view: VmSnapshotView | VolumeSnapshotView) -> Outcome:

@@ -26,8 +26,8 @@ def create_app(api: CloudStackApi) -> Starlette:
             "application/x-www-form-urlencoded"
         ):
             # CloudStack clients POST forms; parsed here, without a multipart library.
-            body = (await request.body()).decode("utf-8", errors="replace")
-            params.update(parse_qsl(body, keep_blank_values=True))
+            form = (await request.body()).decode("utf-8", errors="replace")
+            params.update(parse_qsl(form, keep_blank_values=True))
         remote = request.client.host if request.client else None
         # The Controller blocks (SQLite, drivers): answer from a worker thread.
         status, body = await run_in_threadpool(api.handle, params, remote)

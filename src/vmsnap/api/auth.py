@@ -85,9 +85,13 @@ class Authenticator:
                 assert k.secret_file is not None
                 try:
                     secret = k.secret_file.read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError) as e:
+                except OSError as e:
                     raise ConfigError(
                         f"{where}: cannot read secret_file {k.secret_file}: {e.strerror or e}"
+                    ) from None
+                except UnicodeDecodeError:
+                    raise ConfigError(
+                        f"{where}: secret_file {k.secret_file} is not UTF-8 text"
                     ) from None
                 if not secret.strip():
                     raise ConfigError(f"{where}: secret_file {k.secret_file} is empty")

@@ -123,13 +123,13 @@ class Jobs:
         return job
 
     def _load(self, job_id: str) -> ApiJob:
-        agg: Aggregate | None
+        unknown = ApiError(PARAM_ERROR, f"Invalid parameter jobid value={job_id}: no such job")
         try:
-            agg = self._log.repository.get(UUID(job_id))
+            agg: Aggregate = self._log.repository.get(UUID(job_id))
         except (ValueError, AggregateNotFoundError):
-            agg = None
+            raise unknown from None
         if not isinstance(agg, ApiJob):
-            raise ApiError(PARAM_ERROR, f"Invalid parameter jobid value={job_id}: no such job")
+            raise unknown
         return agg
 
     def _alive(self, job: ApiJob) -> bool:

@@ -274,7 +274,9 @@ def run(args: argparse.Namespace) -> int:
     if cmd == "simulator":
         return _simulator_show(args)
     if cmd == "serve":
-        raise Refused("serve is not available in this build yet (the HTTP API is a later issue)")
+        from vmsnap.api.server import serve
+
+        return serve(_load_config(args), _store_url(args), args.host, args.port)
     if cmd == "store":
         with _controller(args, store_only=True) as ctrl:
             position = ctrl.migrate()

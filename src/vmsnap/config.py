@@ -140,10 +140,7 @@ def parse(raw: Mapping[str, Any], folder: Path, path: Path | None = None) -> Con
     vms = tuple(_vm(v, pool_ids, hv_names) for v in _array(raw, "vms"))
     _unique("vm id", [v.id for v in vms])
     _unique("volume id", [vol.id for vm in vms for vol in vm.volumes])
-    api = _table(raw, "api")
-    keys = tuple(_api_key(k, folder) for k in _list(api, "keys", "api"))
-    _unique("api key", [k.api_key for k in keys])
-    return Config(folder, store_url, limits, hypervisors, pools, vms, keys, path)
+    return Config(folder, store_url, limits, hypervisors, pools, vms, api_keys(raw, folder), path)
 
 
 def _hypervisor(raw: Any, folder: Path) -> HypervisorConfig:
@@ -219,17 +216,40 @@ def _vm(raw: Any, pool_ids: set[str], hv_names: set[str]) -> VmInfo:
     return VmInfo(vm_id, hypervisor, power, volumes, None if domain is None else str(domain))
 
 
+API_KEY_FIELDS = ("user", "api_key", "secret_env", "secret_file")
+
+
+def api_keys(raw: Mapping[str, Any], folder: Path) -> tuple[ApiKey, ...]:
+    """
+    The ``[[api.keys]]`` of the HTTP API (CONTRACT.md "API users"): each names where its
+    secret is (``secret_env`` or ``secret_file``, exactly one); the secret itself never
+    sits in the config.
+    """
+    api = _table(raw, "api")
+    unknown = sorted(set(api) - {"keys"})
+    if unknown:
+        raise ConfigError(f"[api]: unknown keys {', '.join(unknown)}")
+    keys = tuple(_api_key(k, folder) for k in _list(api, "keys", "[api]"))
+    _unique("api_key", [k.api_key for k in keys])
+    return keys
+
+
 def _api_key(raw: Any, folder: Path) -> ApiKey:
     t = _mapping(raw, "[[api.keys]]")
     user = _str(t, "user", "[[api.keys]]")
-    where = f"api key of {user!r}"
+    where = f"[[api.keys]] of user {user!r}"
     if "secret" in t:
         raise ConfigError(f"{where}: secrets never go in the config; use secret_env or secret_file")
+    unknown = sorted(set(t) - set(API_KEY_FIELDS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {', '.join(unknown)}")
     env = t.get("secret_env")
+    if env is not None and (not isinstance(env, str) or not env.strip()):
+        raise ConfigError(f"{where}: secret_env must name an environment variable")
     file = _path(t, "secret_file", folder, where, required=False)
-    if env is None and file is None:
-        raise ConfigError(f"{where}: give secret_env or secret_file")
-    return ApiKey(user, _str(t, "api_key", where), None if env is None else str(env), file)
+    if (env is None) == (file is None):
+        raise ConfigError(f"{where}: give exactly one of secret_env or secret_file")
+    return ApiKey(user, _str(t, "api_key", where), env, file)
 
 
 def _faults(t: Mapping[str, Any], ops: tuple[str, ...], where: str) -> dict[str, str]:

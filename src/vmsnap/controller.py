@@ -9,7 +9,7 @@ import contextlib
 import os
 import socket
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -49,6 +49,7 @@ from vmsnap.views import (
 from vmsnap.workflows import StepFailed, Steps, VmSnapshotFlow, VolumeSnapshotFlow
 
 A = TypeVar("A", bound=Aggregate)
+Claimed = Callable[[str], None]
 
 # The owners of this process's open Controllers: an operation claimed by a closed one (a
 # restart within the process) is as dead as one whose process is gone.
@@ -94,6 +95,14 @@ class Controller:
         """
         return cls(config_module.load(Path(path)), store_url, recover=recover)
 
+    @property
+    def event_log(self) -> EventLog:
+        """
+        The event log, for services beside the Controller that record their own
+        aggregates in the same log (the HTTP API's jobs and refusals).
+        """
+        return self._log
+
     def close(self) -> None:
         _OPEN_OWNERS.discard(self.owner)
         self._wiring.close()
@@ -116,10 +125,14 @@ class Controller:
         description: str | None = None,
         memory: bool = False,
         quiesce: bool = False,
+        *,
+        on_claimed: Claimed | None = None,
     ) -> VmSnapshotView:
         """
         Take a VM snapshot with the strategy the factory chooses. Returns the snapshot;
-        ``state == "failed"`` (with ``error``) when it ran and failed.
+        ``state == "failed"`` (with ``error``) when it ran and failed. ``on_claimed``
+        (here and in the other operations) is called with the snapshot id once the VM
+        is claimed, before any hypervisor or driver call.
 
         Raises:
             InvalidRequest: refused before anything was recorded.
@@ -166,7 +179,7 @@ class Controller:
         )
         record.observe_volumes(vm.volumes)
         record.start("create", str(snap.id), self.owner, name, record.current)
-        self._claim(record, snap)
+        self._claim(record, snap, on_claimed=on_claimed)
         try:
             self._record_pools(caps)
             VmSnapshotFlow(self._steps(snap, vm), record).create()
@@ -174,28 +187,32 @@ class Controller:
             self._done(str(snap.id))
         return self.get_vm_snapshot(str(snap.id))
 
-    def revert_vm_snapshot(self, snapshot: str) -> VmSnapshotView:
+    def revert_vm_snapshot(
+        self, snapshot: str, *, on_claimed: Claimed | None = None
+    ) -> VmSnapshotView:
         """
         Revert the VM to a ``ready`` snapshot. A failed revert returns the snapshot to
         ``ready`` with ``error`` set.
         """
         snap, vm, record = self._prepare(snapshot, "start_revert", "revert")
         snap.start_revert()
-        self._claim(record, snap)
+        self._claim(record, snap, on_claimed=on_claimed)
         try:
             VmSnapshotFlow(self._steps(snap, vm), record).revert()
         finally:
             self._done(str(snap.id))
         return self.get_vm_snapshot(snapshot)
 
-    def delete_vm_snapshot(self, snapshot: str) -> VmSnapshotView:
+    def delete_vm_snapshot(
+        self, snapshot: str, *, on_claimed: Claimed | None = None
+    ) -> VmSnapshotView:
         """
         Delete a ``ready`` or ``failed`` snapshot; a failed delete ends ``failed`` and may
         be retried.
         """
         snap, vm, record = self._prepare(snapshot, "start_delete", "delete")
         snap.start_delete()
-        self._claim(record, snap)
+        self._claim(record, snap, on_claimed=on_claimed)
         try:
             VmSnapshotFlow(self._steps(snap, vm), record).delete()
         finally:
@@ -218,7 +235,9 @@ class Controller:
 
     # Volume snapshots -------------------------------------------------------------
 
-    def create_volume_snapshot(self, volume_id: str, quiesce: bool = False) -> VolumeSnapshotView:
+    def create_volume_snapshot(
+        self, volume_id: str, quiesce: bool = False, *, on_claimed: Claimed | None = None
+    ) -> VolumeSnapshotView:
         """
         Snapshot one volume; ``quiesce`` only where its pool advertises
         VOLUME_SNAPSHOT_QUIESCEVM.
@@ -249,7 +268,7 @@ class Controller:
         )
         record.observe_volumes(vm.volumes)
         record.start("volume-snapshot", str(snap.id), self.owner)
-        self._claim(record, snap)
+        self._claim(record, snap, on_claimed=on_claimed)
         try:
             self._record_pools({volume.pool_id: caps})
             VolumeSnapshotFlow(self._steps(snap, vm), record, driver, volume).create()
@@ -488,7 +507,7 @@ class Controller:
                 except IntegrityError:
                     continue
 
-    def _claim(self, record: Vm, *aggregates: Aggregate) -> None:
+    def _claim(self, record: Vm, *aggregates: Aggregate, on_claimed: Claimed | None = None) -> None:
         """
         Save the VM's claim with the first events of the operation, atomically: if another
         controller claimed the VM meanwhile, the store refuses the write.
@@ -503,6 +522,10 @@ class Controller:
             ) from None
         except PersistenceError as e:  # e.g. locked past its timeout: nothing was recorded
             raise StoreError(f"cannot record the operation on VM {record.vm_id}: {e}") from None
+        if on_claimed is not None and record.in_flight is not None:
+            # A failing callback must not leave the VM claimed with no flow running.
+            with contextlib.suppress(Exception):
+                on_claimed(record.in_flight)
 
     def _steps(self, snap: SnapshotAggregate, vm: VmInfo) -> Steps:
         def save(*aggregates: Aggregate) -> None:

@@ -13,6 +13,8 @@ STABLE_TOPICS = sorted(
     f"vmsnap.domain.{module}:{name}"
     for module, names in {
         "pool": ["Pool.Registered", "Pool.CapabilitiesChanged"],
+        "api_job": ["ApiJob.Submitted", "ApiJob.SnapshotAssigned", "ApiJob.Finished"],
+        "api_refusal": ["ApiRefusal.Recorded"],
         "vm": [
             "Vm.Registered",
             "Vm.VolumesObserved",

@@ -1,0 +1,165 @@
+"""
+Async jobs: each accepted command is an ApiJob in the event log, run by a worker thread
+through the (thread-safe) Controller, and answered from the log by queryAsyncJobResult,
+also after a restart (ADR 0013).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from vmsnap.api.auth import Principal
+from vmsnap.api.errors import CONFLICT, INTERNAL_ERROR, PARAM_ERROR, ApiError, Unauthenticated
+from vmsnap.controller import Controller
+from vmsnap.domain.api_job import PENDING, ApiJob
+from vmsnap.domain.exceptions import InvalidRequest, OperationInProgress
+
+#: (result object, error code, error text): the object when it succeeded, else the error.
+Outcome = tuple[dict[str, Any] | None, int | None, str | None]
+#: The work of a job: runs the Controller call, telling ``on_claimed`` the snapshot id.
+Work = Callable[[Callable[[str], None]], Outcome]
+#: How a job whose server stopped ended, read from its snapshot; None while in progress.
+Conclude = Callable[[ApiJob], Outcome | None]
+
+WORKERS = 4
+#: How long a submit waits for the VM to be claimed, so that refusals found before the
+#: claim (name taken, limit reached, VM busy) are answered at once, as CloudStack does.
+CLAIM_WAIT_S = 30.0
+
+
+class Jobs:
+    """
+    Submits, runs and answers async jobs. ``close()`` waits for the running ones.
+    """
+
+    def __init__(self, controller: Controller, workers: int = WORKERS) -> None:
+        self._controller = controller
+        self._log = controller.event_log
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="vmsnap-api-job")
+        self._running: set[UUID] = set()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def submit(
+        self,
+        principal: Principal,
+        command: str,
+        params: dict[str, str],
+        snapshot_id: str | None,
+        work: Work,
+    ) -> ApiJob:
+        """
+        Record the job, start it, and return it once its VM is claimed or it has ended.
+
+        Raises:
+            Unauthenticated: the same signed request was submitted before (a replay).
+        """
+        job = ApiJob(
+            principal.request,
+            command,
+            principal.user,
+            self._controller.owner,
+            params,
+            snapshot_id,
+        )
+        try:
+            self._log.save(job)
+        except IntegrityError:
+            raise Unauthenticated("replayed", "the request was already used (replayed)") from None
+        settled = threading.Event()
+
+        def on_claimed(sid: str) -> None:
+            job.assign(sid)
+            self._log.save(job)
+            settled.set()
+
+        def run() -> None:
+            try:
+                outcome = _run(work, on_claimed)
+                job.finish(*outcome)
+                self._log.save(job)
+            finally:
+                with self._lock:
+                    self._running.discard(job.id)
+                settled.set()
+
+        with self._lock:
+            self._running.add(job.id)
+        self._pool.submit(run)
+        settled.wait(CLAIM_WAIT_S)
+        return job
+
+    def get(self, job_id: str, conclude: Conclude) -> ApiJob:
+        """
+        The job ``job_id``. A pending job whose server stopped is concluded from its
+        snapshot (after ``recover``, its terminal state) and that end is recorded.
+
+        Raises:
+            ApiError: no such job (431).
+        """
+        job = self._load(job_id)
+        if job.status != PENDING or self._alive(job):
+            return job
+        outcome = conclude(job)
+        if outcome is None:
+            return job
+        job.finish(*outcome, recovered=True)
+        try:
+            self._log.save(job)
+        except IntegrityError:  # another server concluded it first
+            return self._load(job_id)
+        return job
+
+    def _load(self, job_id: str) -> ApiJob:
+        unknown = ApiError(PARAM_ERROR, f"Invalid parameter jobid value={job_id}: no such job")
+        try:
+            agg: Aggregate = self._log.repository.get(UUID(job_id))
+        except (ValueError, AggregateNotFoundError):
+            raise unknown from None
+        if not isinstance(agg, ApiJob):
+            raise unknown
+        return agg
+
+    def _alive(self, job: ApiJob) -> bool:
+        """
+        Whether the server that accepted the job may still be running it. A server on
+        another host is assumed alive.
+        """
+        with self._lock:
+            if job.id in self._running:
+                return True
+        if job.owner == self._controller.owner:
+            return False
+        host, pid = [*job.owner.split(":"), "", ""][:2]
+        if host != socket.gethostname() or pid == str(os.getpid()):
+            return True
+        try:
+            os.kill(int(pid), 0)
+        except (ProcessLookupError, ValueError):
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def _run(work: Work, on_claimed: Callable[[str], None]) -> Outcome:
+    try:
+        return work(on_claimed)
+    except OperationInProgress as e:
+        return None, CONFLICT, str(e)
+    except InvalidRequest as e:
+        return None, PARAM_ERROR, str(e)
+    except Exception as e:  # the job fails with the reason; the server goes on
+        return None, INTERNAL_ERROR, f"{type(e).__name__}: {e}"

@@ -1,0 +1,90 @@
+"""``vmsnap serve``: the HTTP API on uvicorn, over one Controller and its job workers."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from types import FrameType
+
+import uvicorn
+
+from vmsnap.api.app import PATH, create_app
+from vmsnap.api.auth import Authenticator
+from vmsnap.api.commands import CloudStackApi
+from vmsnap.api.jobs import Jobs
+from vmsnap.config import Config
+from vmsnap.controller import Controller
+from vmsnap.domain.exceptions import ConfigError
+
+
+def serve(config: Config, store_url: str | None, host: str, port: int) -> int:
+    """
+    Serve until interrupted (SIGINT/SIGTERM); running jobs are waited for. Operations a
+    stopped server left in flight are recovered first.
+
+    Raises:
+        ConfigError: no API key, a secret missing, or the address cannot be bound.
+    """
+    auth = Authenticator.from_keys(config.api_keys)
+    sock = _listen(host, port)
+    try:
+        with Controller(config, store_url, recover=True) as controller:
+            jobs = Jobs(controller)
+            try:
+                app = create_app(CloudStackApi(controller, auth, jobs))
+                # No access log: request lines carry api keys and signatures.
+                server = uvicorn.Server(
+                    uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+                )
+                bound = sock.getsockname()
+                print(f"serving on http://{bound[0]}:{bound[1]}{PATH}", file=sys.stderr)
+                with _stop_on_signals():
+                    server.run(sockets=[sock])
+            finally:
+                jobs.close()  # waits for the running jobs
+    finally:
+        sock.close()
+    return 0
+
+
+class _Stop(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """
+    uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the
+    handler that was there before: this one, so that the jobs are waited for and the
+    store closed, and the command exits 0.
+    """
+
+    def stop(sig: int, frame: FrameType | None) -> None:
+        raise _Stop
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, stop) for sig in handled}
+    try:
+        yield
+    except _Stop:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, _, _, _, address = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock

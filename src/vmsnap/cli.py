@@ -226,10 +226,13 @@ def _load_config(args: argparse.Namespace, *, store_only: bool = False) -> Confi
     return config.load(path)
 
 
-def _controller(args: argparse.Namespace, *, store_only: bool = False) -> Controller:
+def _controller(
+    args: argparse.Namespace, *, store_only: bool = False, migrate: bool = False
+) -> Controller:
     from vmsnap.controller import Controller
 
-    return Controller(_load_config(args, store_only=store_only), _store_url(args))
+    config = _load_config(args, store_only=store_only)
+    return Controller(config, _store_url(args), migrate=migrate)
 
 
 def _show(args: argparse.Namespace, view: Any, *, ran: bool = True) -> int:
@@ -269,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
     if cmd == "serve":
         raise Refused("serve is not available in this build yet (the HTTP API is a later issue)")
     if cmd == "store":
-        with _controller(args, store_only=True) as ctrl:
+        with _controller(args, store_only=True, migrate=True) as ctrl:
             position = ctrl.migrate()
         if args.json:
             _emit_json({"ok": True, "events": position})

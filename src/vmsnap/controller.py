@@ -22,7 +22,7 @@ from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from vmsnap import config as config_module
 from vmsnap.adapters.store import EventLog, StoreUrl, open_log
-from vmsnap.adapters.views import SqliteViews
+from vmsnap.adapters.views import ViewStore, open_views
 from vmsnap.audit import Audit
 from vmsnap.bootstrap import Wiring, wire
 from vmsnap.config import Config
@@ -59,7 +59,14 @@ class Controller:
     Safe to share between threads; several controllers (processes) may share one store.
     """
 
-    def __init__(self, config: Config, store_url: str | None = None, *, recover: bool = False):
+    def __init__(
+        self,
+        config: Config,
+        store_url: str | None = None,
+        *,
+        recover: bool = False,
+        migrate: bool = False,
+    ):
         url = (
             StoreUrl.parse(store_url, Path.cwd())
             if store_url
@@ -70,12 +77,16 @@ class Controller:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
         self._running: set[str] = set()
         self._wiring: Wiring = wire(config)
-        self._log: EventLog = open_log(url)
+        # migrate: create or upgrade the store's schema (PostgreSQL stores need it once).
+        self._log: EventLog = open_log(url, migrate=migrate)
         try:
-            self._views = SqliteViews(self._log, project)
+            self._views: ViewStore = open_views(self._log, project, migrate=migrate)
         except PersistenceError as e:
             self._log.close()
             raise StoreError(f"cannot open store: {e}") from None
+        except StoreError:
+            self._log.close()
+            raise
         self._lock = threading.Lock()
         self._audit = Audit(self._log, self._views)
         if recover:
@@ -510,7 +521,7 @@ class Controller:
         self._running.discard(sid)
         self._views.catch_up()
 
-    def _views_current(self) -> SqliteViews:
+    def _views_current(self) -> ViewStore:
         if self._views.position() < self._log.max_position():
             self._views.catch_up()
         return self._views

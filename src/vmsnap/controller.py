@@ -94,12 +94,18 @@ class Controller:
 
     @classmethod
     def from_config(
-        cls, path: str | os.PathLike[str], store_url: str | None = None, *, recover: bool = False
+        cls,
+        path: str | os.PathLike[str],
+        store_url: str | None = None,
+        *,
+        recover: bool = False,
+        migrate: bool = False,
     ) -> Controller:
         """
         Open vmsnap as the config file at ``path`` says; ``store_url`` overrides its store.
+        ``migrate`` creates or upgrades the store's schema first (needed once on PostgreSQL).
         """
-        return cls(config_module.load(Path(path)), store_url, recover=recover)
+        return cls(config_module.load(Path(path)), store_url, recover=recover, migrate=migrate)
 
     def close(self) -> None:
         self._wiring.close()

@@ -114,7 +114,7 @@ class PgRecorder(PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        once = PostgresApplicationRecorder.insert_events.__wrapped__  # type: ignore[attr-defined]
+        once = PostgresApplicationRecorder.insert_events.__wrapped__
         for attempt in range(1, INSERT_ATTEMPTS + 1):
             try:
                 result: Sequence[int] | None = once(self, stored_events, **kwargs)

@@ -10,7 +10,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import Notification
@@ -20,6 +20,33 @@ from vmsnap.projections.rows import TABLES, Doc, MemoryRows
 
 TRACKING = "view_tracking"
 Projector = Callable[[Any, Any, int], None]
+
+
+class ViewStore(Protocol):
+    """
+    The stored views the Controller and the audit use: ``SqliteViews`` or, on
+    PostgreSQL, ``pg_views.PostgresViews`` (the same poller and queries).
+    """
+
+    def catch_up(self) -> int: ...
+    def rebuild(self) -> int: ...
+    def position(self) -> int: ...
+    def get(self, table: str, key: str) -> Doc | None: ...
+    def select(
+        self, table: str, where: dict[str, Any], exclude_state: str | None = None
+    ) -> list[Doc]: ...
+    def dump(self) -> MemoryRows: ...
+
+
+def open_views(log: EventLog, project: Projector, *, migrate: bool = False) -> ViewStore:
+    """
+    The views in ``log``'s own database; on PostgreSQL only a migration creates them.
+    """
+    if log.on_postgres:
+        from vmsnap.adapters.pg_views import PostgresViews
+
+        return PostgresViews(log, project, migrate=migrate)
+    return SqliteViews(log, project)
 
 
 def _notification(row: Any) -> Notification:

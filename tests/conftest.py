@@ -202,3 +202,7 @@ def world(tmp_path: Path, controller: Controller) -> Iterator[SimulatorWorld]:
     """The simulated world the ``controller`` fixture acts on (its own connection)."""
     with SimulatorWorld(tmp_path / STATE_FILE) as w:
         yield w
+
+
+# PostgreSQL fixtures (postgres_server, pg_url) for every tier.
+from tests.pg_fixtures import pg_url, postgres_server  # noqa: E402, F401

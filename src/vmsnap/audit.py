@@ -9,7 +9,7 @@ from uuid import UUID
 from eventsourcing.persistence import Notification
 
 from vmsnap.adapters.store import EventLog
-from vmsnap.adapters.views import SqliteViews
+from vmsnap.adapters.views import ViewStore
 from vmsnap.domain.rules import need_unquiesce
 from vmsnap.domain.workflow import EVENT_TRIGGERS, VM_SNAPSHOT_WORKFLOW, VOLUME_SNAPSHOT_WORKFLOW
 from vmsnap.projections.events import event_data, event_type
@@ -19,7 +19,7 @@ from vmsnap.views import EventView, VerifyReport
 
 
 class Audit:
-    def __init__(self, log: EventLog, views: SqliteViews) -> None:
+    def __init__(self, log: EventLog, views: ViewStore) -> None:
         self.log = log
         self.views = views
 

@@ -232,11 +232,13 @@ def _load_config(args: argparse.Namespace, *, store_only: bool = False) -> Confi
     return config.load(path)
 
 
-def _controller(args: argparse.Namespace, *, store_only: bool = False) -> Controller:
+def _controller(
+    args: argparse.Namespace, *, store_only: bool = False, migrate: bool = False
+) -> Controller:
     from vmsnap.controller import Controller
 
     config = _load_config(args, store_only=store_only)
-    return Controller(config, _store_url(args), recover=args.recover)
+    return Controller(config, _store_url(args), recover=args.recover, migrate=migrate)
 
 
 def _show(args: argparse.Namespace, view: Any, *, ran: bool = True) -> int:
@@ -278,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
 
         return serve(_load_config(args), _store_url(args), args.host, args.port)
     if cmd == "store":
-        with _controller(args, store_only=True) as ctrl:
+        with _controller(args, store_only=True, migrate=True) as ctrl:
             position = ctrl.migrate()
         if args.json:
             _emit_json({"ok": True, "events": position})

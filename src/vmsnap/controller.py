@@ -22,7 +22,7 @@ from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from vmsnap import config as config_module
 from vmsnap.adapters.store import EventLog, StoreUrl, open_log
-from vmsnap.adapters.views import SqliteViews
+from vmsnap.adapters.views import ViewStore, open_views
 from vmsnap.audit import Audit
 from vmsnap.bootstrap import Wiring, wire
 from vmsnap.config import Config
@@ -64,7 +64,14 @@ class Controller:
     Safe to share between threads; several controllers (processes) may share one store.
     """
 
-    def __init__(self, config: Config, store_url: str | None = None, *, recover: bool = False):
+    def __init__(
+        self,
+        config: Config,
+        store_url: str | None = None,
+        *,
+        recover: bool = False,
+        migrate: bool = False,
+    ):
         url = (
             StoreUrl.parse(store_url, Path.cwd())
             if store_url
@@ -75,12 +82,16 @@ class Controller:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
         self._running: set[str] = set()
         self._wiring: Wiring = wire(config)
-        self._log: EventLog = open_log(url)
+        # migrate: create or upgrade the store's schema (PostgreSQL stores need it once).
+        self._log: EventLog = open_log(url, migrate=migrate)
         try:
-            self._views = SqliteViews(self._log, project)
+            self._views: ViewStore = open_views(self._log, project, migrate=migrate)
         except PersistenceError as e:
             self._log.close()
             raise StoreError(f"cannot open store: {e}") from None
+        except StoreError:
+            self._log.close()
+            raise
         self._audit = Audit(self._log, self._views)
         _OPEN_OWNERS.add(self.owner)
         if recover:
@@ -88,12 +99,18 @@ class Controller:
 
     @classmethod
     def from_config(
-        cls, path: str | os.PathLike[str], store_url: str | None = None, *, recover: bool = False
+        cls,
+        path: str | os.PathLike[str],
+        store_url: str | None = None,
+        *,
+        recover: bool = False,
+        migrate: bool = False,
     ) -> Controller:
         """
         Open vmsnap as the config file at ``path`` says; ``store_url`` overrides its store.
+        ``migrate`` creates or upgrades the store's schema first (needed once on PostgreSQL).
         """
-        return cls(config_module.load(Path(path)), store_url, recover=recover)
+        return cls(config_module.load(Path(path)), store_url, recover=recover, migrate=migrate)
 
     @property
     def event_log(self) -> EventLog:
@@ -543,10 +560,10 @@ class Controller:
     def _done(self, sid: str) -> None:
         self._running.discard(sid)
         # The operation is recorded; views that cannot catch up now do so on the next read.
-        with contextlib.suppress(PersistenceError, sqlite3.Error):
+        with contextlib.suppress(PersistenceError, sqlite3.Error, StoreError):
             self._views.catch_up()
 
-    def _views_current(self) -> SqliteViews:
+    def _views_current(self) -> ViewStore:
         if self._views.position() < self._log.max_position():
             try:
                 self._views.catch_up()

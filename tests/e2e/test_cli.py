@@ -1,6 +1,7 @@
 """
 End-to-end tests of the ``vmsnap`` command (CONTRACT.md): real processes, real config files,
-a simulated world and an SQLite store in a temporary folder.
+a simulated world and a store: an SQLite file in a temporary folder, and again a
+PostgreSQL database (the tests that take a ``store`` or the ``story``).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ from tests.e2e.conftest import (
     start,
     write_config,
 )
+from tests.pg_fixtures import create_database, drop_database
+
+STORES = ["sqlite", "postgresql"]
 
 LONGEST_NAME = "n" * 255
 
@@ -54,9 +58,12 @@ class Story:
     how many events the store held after the last check.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, store: str, server: str | None = None) -> None:
         self.folder = folder
-        self.config = write_config(folder)
+        self.store = store
+        self.server = server  # PostgreSQL: where copies of the store are made
+        self.databases = [store] if server else []
+        self.config = write_config(folder, store=store)
         self.events = 0
         self.alpha: dict[str, Any] = {}
         self.longest: dict[str, Any] = {}
@@ -80,6 +87,19 @@ class Story:
     def export(self, *extra: str) -> list[dict[str, Any]]:
         return export(self.config, self.folder, *extra)
 
+    def copy(self, folder: Path, **overrides: Any) -> Path:
+        """
+        A copy of the story's world and store in ``folder``; return its config, written
+        with ``overrides``.
+        """
+        shutil.copytree(self.folder, folder)
+        store = self.store
+        if self.server is not None:
+            database = store.rsplit("/", 1)[1]
+            store = create_database(self.server, template=database)
+            self.databases.append(store)
+        return write_config(folder, store=store, **overrides)
+
     def assert_nothing_recorded(self) -> None:
         """``audit export`` has as many lines as at the last check."""
         now = len(self.export())
@@ -87,14 +107,44 @@ class Story:
         assert now == before, f"{now - before} event(s) were recorded"
 
 
-@pytest.fixture(scope="module")
-def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
+def store_for(kind: str, request: pytest.FixtureRequest) -> tuple[str, str | None]:
+    """A new store of ``kind``, migrated: its URL, and the PostgreSQL server it is on."""
+    if kind == "sqlite":
+        return f"sqlite:///{STORE_FILE}", None
+    server: str = request.getfixturevalue("postgres_server")
+    url = create_database(server)
+    migrated = run("--store", url, "store", "migrate", cwd=Path.cwd())
+    assert migrated.code == 0, migrated.stderr
+    return url, server
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A new store for one test: an SQLite file in its folder, or a PostgreSQL database."""
+    url, server = store_for(request.param, request)
+    yield url
+    if server is not None:
+        drop_database(url)
+
+
+@pytest.fixture(scope="module", params=STORES)
+def story(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Story]:
     """
     vm-1: ``alpha`` (quiesced, reverted to, current) and a 255-character one (deleted);
     a quiesced volume snapshot of vol-2; one snapshot each of vm-xen, vm-kvm (quiesced)
     and vm-plain (with memory).
     """
-    s = Story(tmp_path_factory.mktemp("story"))
+    s = Story(tmp_path_factory.mktemp(f"story-{request.param}"), *store_for(request.param, request))
+    try:
+        yield _tell(s)
+    finally:
+        for database in s.databases:
+            drop_database(database)
+
+
+def _tell(s: Story) -> Story:
     create = ("vm-snapshots", "create", "--vm")
     s.alpha = s.ok(*create, "vm-1", "--name", "alpha", "--description", "first", "--quiesce")
     s.longest = s.ok(*create, "vm-1", "--name", LONGEST_NAME)
@@ -449,10 +499,10 @@ def refusals(story: Story, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     """
     base = tmp_path_factory.mktemp("refusals")
     folders = {case: base / case for case in ["-baseline", *REFUSALS]}
-    for folder in folders.values():
-        shutil.copytree(story.folder, folder)
-    # vm-1 has one ready snapshot: a limit of 1 refuses another.
-    write_config(folders["over-the-limit"], max_vm_snapshots_per_vm=1)
+    for case, folder in folders.items():
+        # vm-1 has one ready snapshot: a limit of 1 refuses another.
+        limit = 1 if case == "over-the-limit" else 10
+        story.copy(folder, max_vm_snapshots_per_vm=limit)
 
     def config(case: str) -> list[str | Path]:
         return ["--config", folders[case] / story.config.name]
@@ -484,8 +534,7 @@ def test_a_refused_request_exits_2_prints_one_error_line_and_records_nothing(
 def test_removed_snapshots_do_not_count_toward_the_limit(story: Story, tmp_path: Path) -> None:
     # vm-1 has one ready snapshot and one removed: with a limit of 2 one more is allowed.
     folder = tmp_path / "world"
-    shutil.copytree(story.folder, folder)
-    config = write_config(folder, max_vm_snapshots_per_vm=2)
+    config = story.copy(folder, max_vm_snapshots_per_vm=2)
     result = run("--config", config, "vm-snapshots", "create", "--vm", "vm-1", "--json", cwd=folder)
     assert ok_json(result)["state"] == "ready"
 
@@ -494,9 +543,9 @@ def test_removed_snapshots_do_not_count_toward_the_limit(story: Story, tmp_path:
 
 
 def test_an_operation_that_ran_and_failed_exits_1_and_still_prints_its_failed_view(
-    tmp_path: Path,
+    tmp_path: Path, store: str
 ) -> None:
-    config = write_config(tmp_path, netapp_faults={"take_vm_snapshot": "fail"})
+    config = write_config(tmp_path, store=store, netapp_faults={"take_vm_snapshot": "fail"})
     code, out, err = run(
         "--config",
         config,
@@ -529,8 +578,10 @@ def test_an_operation_that_ran_and_failed_exits_1_and_still_prints_its_failed_vi
 # A conflict: exit 3 -------------------------------------------------------------------------
 
 
-def test_a_second_operation_on_a_vm_with_one_in_flight_is_a_conflict(tmp_path: Path) -> None:
-    config = write_config(tmp_path, netapp_delay_s={"take_vm_snapshot": 5})
+def test_a_second_operation_on_a_vm_with_one_in_flight_is_a_conflict(
+    tmp_path: Path, store: str
+) -> None:
+    config = write_config(tmp_path, store=store, netapp_delay_s={"take_vm_snapshot": 5})
     create = ("--config", str(config), "vm-snapshots", "create", "--vm", "vm-1")
     first = start(*create, "--quiesce", "--json", cwd=tmp_path)
     try:

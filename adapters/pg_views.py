@@ -1,0 +1,204 @@
+"""
+The view tables on PostgreSQL, beside the events in the same database: the same poller
+as ``SqliteViews`` (rows and tracking position written in one transaction), so every
+controller process reads views that are as current as the log when it asks (ADR 0010).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from eventsourcing.persistence import PersistenceError
+
+from vmsnap.adapters.pg_store import MIGRATION_LOCK, TRACKING_TABLE, notification
+from vmsnap.adapters.store import PAGE, EventLog, store_failure
+from vmsnap.adapters.views import Projector
+from vmsnap.domain.exceptions import StoreError
+from vmsnap.projections.rows import TABLES, Doc, MemoryRows
+
+
+class PgCursorRows:
+    """
+    :class:`~vmsnap.projections.rows.Rows` on an open psycopg cursor (inside a transaction).
+    """
+
+    def __init__(self, cursor: Any, schema: str) -> None:
+        self.c = cursor
+        self.schema = schema
+
+    def table(self, name: str) -> str:
+        return f'"{self.schema}".view_{name}'
+
+    def get(self, table: str, key: str) -> Doc | None:
+        self.c.execute(f"SELECT doc FROM {self.table(table)} WHERE key=%s", (key,))
+        row = self.c.fetchone()
+        return None if row is None else dict(json.loads(row["doc"]))
+
+    def put(self, table: str, key: str, doc: Doc, seq: int) -> None:
+        cols = TABLES[table]
+        values = [doc.get(col) for col in cols]
+        names = ", ".join(("key", "seq", *cols, "doc"))
+        marks = ", ".join(["%s"] * (len(cols) + 3))
+        updates = ", ".join(f"{col}=excluded.{col}" for col in (*cols, "doc"))
+        self.c.execute(
+            f"INSERT INTO {self.table(table)} ({names}) VALUES ({marks}) "
+            f"ON CONFLICT(key) DO UPDATE SET {updates}",
+            (key, seq, *values, json.dumps(doc, sort_keys=True)),
+        )
+
+    def delete(self, table: str, key: str) -> None:
+        self.c.execute(f"DELETE FROM {self.table(table)} WHERE key=%s", (key,))
+
+    def find(self, table: str, column: str, value: Any) -> list[Doc]:
+        assert column in TABLES[table]
+        self.c.execute(
+            f"SELECT doc FROM {self.table(table)} WHERE {column}=%s ORDER BY seq", (value,)
+        )
+        return [dict(json.loads(r["doc"])) for r in self.c.fetchall()]
+
+
+class PostgresViews:
+    """
+    The view tables of one PostgreSQL store, their tracking position, and the queries on
+    them. Only ``migrate`` creates the tables.
+    """
+
+    def __init__(self, log: EventLog, project: Projector, *, migrate: bool = False) -> None:
+        self.log = log
+        self.project = project
+        recorder: Any = log.recorder
+        self.datastore = recorder.datastore
+        self.schema: str = self.datastore.schema
+        self.events = f'"{self.schema}".{recorder.events_table_name}'
+        self.tracking = f'"{self.schema}".{TRACKING_TABLE}'
+        self.lock_timeout = int(self.datastore.lock_timeout)
+        self._lock = threading.Lock()
+        if migrate:
+            self._create_tables()
+
+    def _create_tables(self) -> None:
+        with self.writing() as c:
+            c.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (MIGRATION_LOCK,))
+            rows = PgCursorRows(c, self.schema)
+            for table, cols in TABLES.items():
+                extra = "".join(f", {col} TEXT" for col in cols)
+                c.execute(
+                    f"CREATE TABLE IF NOT EXISTS {rows.table(table)} "
+                    f"(key TEXT PRIMARY KEY, seq BIGINT NOT NULL{extra}, doc TEXT NOT NULL)"
+                )
+                for col in cols:
+                    c.execute(
+                        f"CREATE INDEX IF NOT EXISTS view_{table}_{col} "
+                        f"ON {rows.table(table)} ({col}, seq)"
+                    )
+            c.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.tracking} "
+                "(name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
+            )
+            c.execute(
+                f"INSERT INTO {self.tracking} VALUES ('views', 0) ON CONFLICT (name) DO NOTHING"
+            )
+
+    @contextmanager
+    def transaction(self, *, commit: bool = True) -> Iterator[Any]:
+        try:
+            with self.datastore.transaction(commit=commit) as c:
+                yield c
+        except PersistenceError as e:
+            raise StoreError(store_failure(e)) from None
+
+    @contextmanager
+    def writing(self) -> Iterator[Any]:
+        """
+        A transaction whose waits for locks end after the store's lock timeout.
+        """
+        with self.transaction(commit=True) as c:
+            c.execute(f"SET LOCAL lock_timeout = '{self.lock_timeout}s'")
+            yield c
+
+    def catch_up(self) -> int:
+        """
+        Project every event recorded after the tracking position; return the new position.
+        """
+        with self._lock, self.writing() as c:
+            # The row lock makes controllers that catch up at the same time take turns;
+            # the one that waited then reads the position the other one left.
+            c.execute(f"SELECT position FROM {self.tracking} WHERE name='views' FOR UPDATE")
+            position = int(c.fetchone()["position"])
+            rows = PgCursorRows(c, self.schema)
+            start = position
+            # Events commit in notification_id order (the recorder locks the table for
+            # each insert), so nothing can appear later below a position already read.
+            while True:
+                c.execute(
+                    f"SELECT * FROM {self.events} WHERE notification_id>%s "
+                    "ORDER BY notification_id LIMIT %s",
+                    (position, PAGE),
+                )
+                page = c.fetchall()
+                for row in page:
+                    event = self.log.mapper.to_domain_event(notification(row))
+                    self.project(event, rows, row["notification_id"])
+                if len(page) < PAGE:
+                    if page:
+                        position = page[-1]["notification_id"]
+                    break
+                position = page[-1]["notification_id"]
+            if position != start:
+                c.execute(f"UPDATE {self.tracking} SET position=%s WHERE name='views'", (position,))
+            return position
+
+    def rebuild(self) -> int:
+        """
+        Drop every view row and project the whole log again (after the views' shape
+        changed); return the new position.
+        """
+        with self._lock, self.writing() as c:
+            rows = PgCursorRows(c, self.schema)
+            for table in TABLES:
+                c.execute(f"DELETE FROM {rows.table(table)}")
+            c.execute(f"UPDATE {self.tracking} SET position=0 WHERE name='views'")
+        return self.catch_up()
+
+    def position(self) -> int:
+        with self.transaction(commit=False) as c:
+            c.execute(f"SELECT position FROM {self.tracking} WHERE name='views'")
+            return int(c.fetchone()["position"])
+
+    def get(self, table: str, key: str) -> Doc | None:
+        with self.transaction(commit=False) as c:
+            return PgCursorRows(c, self.schema).get(table, key)
+
+    def select(
+        self, table: str, where: dict[str, Any], exclude_state: str | None = None
+    ) -> list[Doc]:
+        """
+        Rows of ``table`` matching ``where`` (indexed columns), in creation order.
+        """
+        clauses = [f"{col}=%s" for col in where]
+        params = list(where.values())
+        if exclude_state is not None:
+            clauses.append("state!=%s")
+            params.append(exclude_state)
+        with self.transaction(commit=False) as c:
+            sql = f"SELECT doc FROM {PgCursorRows(c, self.schema).table(table)}"
+            if clauses:
+                sql += " WHERE " + " AND ".join(clauses)
+            c.execute(sql + " ORDER BY seq", params)
+            return [dict(json.loads(r["doc"])) for r in c.fetchall()]
+
+    def dump(self) -> MemoryRows:
+        """
+        Every stored row, for comparison with a rebuild from the log.
+        """
+        rows = MemoryRows()
+        with self.transaction(commit=False) as c:
+            for table in TABLES:
+                c.execute(f"SELECT key, seq, doc FROM {PgCursorRows(c, self.schema).table(table)}")
+                for r in c.fetchall():
+                    rows.tables[table][r["key"]] = (r["seq"], json.loads(r["doc"]))
+        return rows

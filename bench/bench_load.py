@@ -29,7 +29,7 @@ def run() -> str:
     from vmsnap import Controller
     from vmsnap.projections.events import event_data
 
-    loops, repeats = (200, 3) if quick() else (1000, 9)
+    loops, repeats = (50, 2) if quick() else (1000, 9)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         with Controller.from_config(write_config(folder, 1)) as ctrl:

@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         took = time.perf_counter() - start
         print(f"  {name}: {took:.1f} s", file=sys.stderr, flush=True)
         sections.append(text.rstrip() + f"\n\n_{name} ran in {took:.0f} s._\n")
+    summary.sort(key=lambda row: (not row[:1].isdigit(), row))  # numbered rows first
     analysis = HERE / "analysis.md"
     doc = [
         "# vmsnap benchmarks",

@@ -287,9 +287,36 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"store is ready ({position} events)")
         return EXIT_OK
+    if cmd == "vm-snapshots" and action == "list":
+        quick = _list_from_current_views(args)
+        if quick is not None:
+            return quick
     store_only = cmd == "audit"
     with _controller(args, store_only=store_only) as c:
         return _run_with(c, args, cmd, action)
+
+
+def _list_from_current_views(args: argparse.Namespace) -> int | None:
+    """
+    ``vm-snapshots list`` straight from current SQLite views, without importing the
+    Controller (ADR 0015); ``None``: take the Controller's path.
+    """
+    from vmsnap.adapters.view_reader import current_vm_snapshots, sqlite_path
+
+    config, url = _load_config(args), _store_url(args)
+    path = sqlite_path(url, Path.cwd()) if url else sqlite_path(config.store_url, config.folder)
+    where = {k: v for k, v in (("vm_id", args.vm), ("state", args.state)) if v is not None}
+    exclude = None if args.all or args.state == "removed" else "removed"
+    docs = None if path is None else current_vm_snapshots(path, where, exclude)
+    if docs is None:
+        return None
+    from vmsnap.views import VmSnapshotView, VolumeInSnapshot
+
+    views = [
+        VmSnapshotView(**{**d, "volumes": tuple(VolumeInSnapshot(**v) for v in d["volumes"])})
+        for d in docs
+    ]
+    return _list(args, views, vm_snapshot_rows)
 
 
 def _run_with(c: Controller, args: argparse.Namespace, cmd: str, action: str | None) -> int:

@@ -518,6 +518,8 @@ class Controller:
                     pool.observe(info.name, info.driver, c)
                 except AggregateNotFoundError:
                     pool = Pool(pool_id, info.name, info.driver, c)
+                if not pool.pending_events:
+                    break  # nothing changed: an empty save would still commit (ADR 0015)
                 try:
                     self._log.save(pool)
                     break

@@ -127,15 +127,16 @@ class EventLog(Application[uuid.UUID]):
         return self.recorder.max_notification_id() or 0
 
 
-def open_log(url: StoreUrl) -> EventLog:
+def open_log(url: StoreUrl, extra_env: dict[str, str] | None = None) -> EventLog:
     """
-    Open (and create where needed) the event log at ``url``.
+    Open (and create where needed) the event log at ``url``; ``extra_env`` adds
+    eventsourcing settings (cipher, compressor).
 
     Raises:
         StoreError: the store cannot be opened: not a database, unreadable, locked.
     """
     try:
-        return EventLog(env=url.env())
+        return EventLog(env={**url.env(), **(extra_env or {})})
     except (PersistenceError, sqlite3.Error, OSError) as e:
         raise StoreError(f"cannot open store {url.url or url.scheme}: {_reason(e)}") from None
 

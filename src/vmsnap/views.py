@@ -128,9 +128,21 @@ class EventView:
 
 @attrs.frozen
 class VerifyReport:
+    """
+    What ``audit verify`` found; ``chain_head`` is the last seal (position, hex hash):
+    keep it elsewhere to prove later that the log was not rewritten up to there.
+    """
+
     ok: bool
     events: int
     problems: tuple[str, ...]
+    chain_head: tuple[int, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "events": self.events, "problems": list(self.problems)}
+        head = self.chain_head
+        return {
+            "ok": self.ok,
+            "events": self.events,
+            "problems": list(self.problems),
+            "chain_head": None if head is None else {"position": head[0], "hash": head[1]},
+        }

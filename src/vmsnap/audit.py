@@ -102,10 +102,13 @@ class Audit:
         rows = MemoryRows()
         # The snapshot's own events and its VM's (current snapshot, parent after deletes).
         for n in self.log.notifications_of([sid, Vm.create_id(vm_id)]):
-            event = self.decode(n)
-            after = n.id > at if isinstance(at, int) else event.timestamp > at
-            if after:
+            if isinstance(at, int) and n.id > at:
                 break
+            event = self.decode(n)
+            # Log order is not quite timestamp order (a save's events are stamped when
+            # made): an instant takes every event stamped up to it, in log order.
+            if isinstance(at, datetime) and event.timestamp > at:
+                continue
             project(event, rows, n.id)
         for table in ("vm_snapshots", "volume_snapshots"):
             doc = rows.get(table, str(sid))

@@ -176,9 +176,10 @@ def _raw_findings(
 
     def check_link(seal_: Seal) -> Iterator[tuple[str, int, int]]:
         nonlocal previous
-        if seal_.hash != link(previous, seal_.position, seal_.digest):
+        expected = link(previous, seal_.position, seal_.digest)
+        if seal_.hash != expected:
             yield ("chain", seal_.position, 0)
-        previous = seal_.hash  # the stored hash: one altered seal is one finding
+        previous = expected  # go on from the true chain: one altered hash is one finding
 
     while s is not None or e is not None:
         if e is None or (s is not None and s.position < e[0]):
@@ -277,7 +278,7 @@ def _explain(raw: Iterator[tuple[str, int, int]]) -> Iterator[Finding]:
                 kind,
                 position,
                 f"position {position}: seal altered (its hash does not follow from the "
-                "seal before it: the chain was rewritten from here)",
+                "seals before it: this seal, or the one before it, was rewritten)",
             )
     yield from flush_run()
     yield from flush_pending()

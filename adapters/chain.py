@@ -65,8 +65,6 @@ class Finding:
 
 
 def _field(value: Any) -> bytes:
-    if isinstance(value, UUID):
-        value = value.hex
     if isinstance(value, int):
         value = str(value)
     data = value.encode() if isinstance(value, str) else bytes(value)
@@ -77,7 +75,12 @@ def digest(originator_id: Any, version: int, topic: str, state: Any) -> bytes:
     """
     The SHA-256 digest of one stored event (the bytes as stored: encrypted, if they are).
     """
-    oid = originator_id if isinstance(originator_id, UUID) else UUID(str(originator_id))
+    if isinstance(originator_id, str) and len(originator_id) == 32:
+        oid = originator_id.lower()  # SQLite stores the hex form already
+    elif isinstance(originator_id, UUID):
+        oid = originator_id.hex
+    else:
+        oid = UUID(str(originator_id)).hex
     return hashlib.sha256(_field(oid) + _field(version) + _field(topic) + _field(state)).digest()
 
 

@@ -26,6 +26,7 @@ from vmsnap.domain.workflow import (
     VOLUME_SNAPSHOT_WORKFLOW,
     Workflow,
 )
+from vmsnap.projections.cached_rows import CachedRows
 from vmsnap.projections.projector import project
 from vmsnap.projections.rows import TABLES
 from vmsnap.views import VerifyReport
@@ -220,7 +221,7 @@ def verify(log: EventLog) -> VerifyReport:
         tc, rc = temp.cursor(), temp.cursor()
         _create_view_tables(tc)
         rules = Rules(rc, problems)
-        rows = CursorRows(tc)
+        rows = CachedRows(CursorRows(tc))
         with recorder.datastore.transaction(commit=False) as c:
             c.execute(f"SELECT position FROM {TRACKING} WHERE name='views'")
             projected = int(c.fetchone()[0])
@@ -257,6 +258,7 @@ def verify(log: EventLog) -> VerifyReport:
                 if count:
                     problems.add("the log has no seals: its chain table is missing")
             rules.finish()
+            rows.flush()
             for table in TABLES:
                 diff = _compare_table(
                     table, _rows_in_key_order(c, table), _rows_in_key_order(tc, table)
@@ -269,7 +271,7 @@ def verify(log: EventLog) -> VerifyReport:
 
 
 def _replay(
-    log: EventLog, row: Any, projected: bool, rules: Rules, rows: CursorRows, problems: Problems
+    log: EventLog, row: Any, projected: bool, rules: Rules, rows: CachedRows, problems: Problems
 ) -> None:
     position = int(row[0])
     try:

@@ -123,7 +123,15 @@ class EventView:
     data: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self)
+        # data is JSON-safe already (projections.events.event_data): no second walk.
+        return {
+            "position": self.position,
+            "originator_id": self.originator_id,
+            "version": self.version,
+            "type": self.type,
+            "timestamp": self.timestamp,
+            "data": self.data,
+        }
 
 
 @attrs.frozen

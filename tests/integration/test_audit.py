@@ -321,3 +321,43 @@ def test_bad_at_rest_settings_are_refused_with_exit_2(
     assert err.startswith("error: ") and err.count("\n") == 1
     assert re.search(message, err), err
     assert not (tmp_path / STORE_FILE).exists()
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def test_the_state_command_prints_the_contract_shape_and_refuses_what_did_not_exist(
+    store: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vmsnap.cli import main
+
+    _, info = store
+    config = ["--config", str(info["config"])]
+    first = min(info["positions"])
+    assert main([*config, "audit", "state", info["kvm"], "--at", str(first), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["id"] == info["kvm"] and doc["state"] == "allocated"
+    assert {"vm_id", "type", "quiesced", "consistency", "volumes", "current"} <= set(doc)
+    for args in ([info["kvm"], "--at", str(first - 1)], [str(uuid.uuid4()), "--at", "5"]):
+        assert main([*config, "audit", "state", *args, "--json"]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("error: ")
+
+
+def test_the_human_timeline_shows_how_long_each_vm_was_frozen(
+    store: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vmsnap.cli import main
+
+    _, info = store
+    assert main(["--config", str(info["config"]), "audit", "timeline", info["kvm"]]) == 0
+    out = capsys.readouterr().out
+    frozen_at = position_of(info, "Snapshot.Quiesced")
+    thawed_at = position_of(info, "Snapshot.Unquiesced")
+    assert re.search(
+        rf"vm-kvm frozen \d+\.\dms by snapshot {info['kvm']} "
+        rf"\(positions {frozen_at}-{thawed_at}\)",
+        out,
+    ), out
+    assert main(["--config", str(info["config"]), "audit", "timeline", info["vmware"]]) == 0
+    assert "frozen: never" in capsys.readouterr().out

@@ -106,10 +106,8 @@ def seal(cursor: Any, events_table: str, dialect: str = "sqlite") -> int:
     cursor.execute(sql["head"])
     head = cursor.fetchone()
     position, previous = (0, GENESIS) if head is None else (int(head[0]), bytes(head[1]))
-    select = sql["events"].format(events=events_table)
     while True:
-        cursor.execute(select, (position, PAGE))
-        rows = cursor.fetchall()
+        rows = events_page(cursor, events_table, position, dialect)
         params = []
         for row in rows:
             position = int(row[0])
@@ -120,6 +118,24 @@ def seal(cursor: Any, events_table: str, dialect: str = "sqlite") -> int:
             cursor.executemany(sql["insert"], params)
         if len(rows) < PAGE:
             return position
+
+
+def head(cursor: Any, dialect: str = "sqlite") -> tuple[int, str] | None:
+    """
+    The last seal: its position and hex hash (for an auditor to keep elsewhere).
+    """
+    cursor.execute(SQL[dialect]["head"])
+    row = cursor.fetchone()
+    return None if row is None else (int(row[0]), bytes(row[1]).hex())
+
+
+def events_page(cursor: Any, events_table: str, after: int, dialect: str = "sqlite") -> list[Any]:
+    """
+    The stored events after position ``after``, one page: (position, originator id,
+    version, topic, state).
+    """
+    cursor.execute(SQL[dialect]["events"].format(events=events_table), (after, PAGE))
+    return list(cursor.fetchall())
 
 
 def has_chain(cursor: Any, dialect: str = "sqlite") -> bool:

@@ -15,7 +15,15 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification
 
-from vmsnap.adapters.chain import compare, has_chain, row_digest, sealed_at, seals
+from vmsnap.adapters.chain import (
+    compare,
+    events_page,
+    has_chain,
+    head,
+    row_digest,
+    sealed_at,
+    seals,
+)
 from vmsnap.adapters.store import PAGE, EventLog
 from vmsnap.adapters.views import TRACKING, CursorRows
 from vmsnap.domain.rules import need_unquiesce
@@ -231,12 +239,7 @@ def verify(log: EventLog) -> VerifyReport:
                 nonlocal count
                 position = 0
                 while True:
-                    c.execute(
-                        "SELECT rowid, originator_id, originator_version, topic, state "
-                        f"FROM {events_table} WHERE rowid>? ORDER BY rowid LIMIT ?",
-                        (position, PAGE),
-                    )
-                    page = c.fetchall()
+                    page = events_page(c, events_table, position)
                     for row in page:
                         position = int(row[0])
                         count += 1
@@ -245,13 +248,11 @@ def verify(log: EventLog) -> VerifyReport:
                     if len(page) < PAGE:
                         return
 
-            head: tuple[int, str] | None = None
+            last_seal: tuple[int, str] | None = None
             if has_chain(c):
                 for finding in compare(events(), seals(c), sealed_at(c)):
                     problems.add(finding.message)
-                c.execute("SELECT position, hash FROM event_chain ORDER BY position DESC LIMIT 1")
-                last = c.fetchone()
-                head = None if last is None else (int(last[0]), bytes(last[1]).hex())
+                last_seal = head(c)
             else:
                 for _ in events():
                     pass
@@ -265,7 +266,7 @@ def verify(log: EventLog) -> VerifyReport:
                 )
                 if diff is not None:
                     problems.add(diff)
-        return problems.report(count, head)
+        return problems.report(count, last_seal)
     finally:
         temp.close()
 

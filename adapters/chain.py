@@ -65,9 +65,9 @@ class Finding:
 
 
 def _field(value: Any) -> bytes:
-    if isinstance(value, int):
-        value = str(value)
-    data = value.encode() if isinstance(value, str) else bytes(value)
+    # Any stored value hashes, even one a tamperer gave the wrong type (SQLite allows it).
+    binary = isinstance(value, bytes | bytearray | memoryview)
+    data = bytes(value) if binary else str(value).encode()
     return len(data).to_bytes(8, "big") + data  # length-prefixed: no two framings collide
 
 
@@ -80,7 +80,10 @@ def digest(originator_id: Any, version: int, topic: str, state: Any) -> bytes:
     elif isinstance(originator_id, UUID):
         oid = originator_id.hex
     else:
-        oid = UUID(str(originator_id)).hex
+        try:
+            oid = UUID(str(originator_id)).hex
+        except ValueError:
+            oid = str(originator_id)  # not an id at all: hash it as it is
     return hashlib.sha256(_field(oid) + _field(version) + _field(topic) + _field(state)).digest()
 
 

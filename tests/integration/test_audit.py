@@ -123,6 +123,21 @@ def test_verify_reports_an_inserted_event_with_its_position(store: Any) -> None:
     assert "shifted by one position" in inserted[0]
 
 
+def test_verify_reports_an_event_whose_columns_were_given_nonsense(store: Any) -> None:
+    db, info = store
+    p = position_of(info, "Snapshot.Completed")
+    tamper(
+        db,
+        (
+            f"UPDATE {EVENTS} SET originator_id='nonsense', originator_version=1.5 WHERE rowid=?",
+            (p,),
+        ),
+    )
+    problems = verify(info)
+    assert f"position {p}: event changed after it was sealed" in problems
+    assert any(x.startswith(f"position {p}: the stored event cannot be read") for x in problems)
+
+
 def test_verify_reports_a_rewritten_seal(store: Any) -> None:
     db, info = store
     p = position_of(info, "Snapshot.Completed")

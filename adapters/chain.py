@@ -38,6 +38,7 @@ SQL: dict[str, dict[str, str]] = {
             f"SELECT position, digest, hash FROM {CHAIN} WHERE position>? ORDER BY position LIMIT ?"
         ),
         "sealed_at": f"SELECT position FROM {CHAIN} WHERE digest=? LIMIT 1",
+        "hash_at": f"SELECT hash FROM {CHAIN} WHERE position=?",
         "events": (
             "SELECT rowid, originator_id, originator_version, topic, state FROM {events} "
             "WHERE rowid>? ORDER BY rowid LIMIT ?"
@@ -139,6 +140,24 @@ def events_page(cursor: Any, events_table: str, after: int, dialect: str = "sqli
     """
     cursor.execute(SQL[dialect]["events"].format(events=events_table), (after, PAGE))
     return list(cursor.fetchall())
+
+
+def check_head(cursor: Any, kept: tuple[int, str], dialect: str = "sqlite") -> Finding | None:
+    """
+    Compare a chain head kept elsewhere (position, hex hash) with the seal stored there:
+    a chain rewritten up to that position no longer passes through it.
+    """
+    position, expected = kept
+    cursor.execute(SQL[dialect]["hash_at"], (position,))
+    row = cursor.fetchone()
+    if row is not None and bytes(row[0]).hex() == expected.lower():
+        return None
+    return Finding(
+        "rewritten",
+        position,
+        f"position {position}: the chain does not pass through the head kept "
+        f"({expected[:16]}…): the log was rewritten up to here",
+    )
 
 
 def has_chain(cursor: Any, dialect: str = "sqlite") -> bool:

@@ -117,8 +117,8 @@ class Audit:
         label = f"position {at}" if isinstance(at, int) else at.isoformat()
         raise NotFound(f"snapshot {sid} did not exist yet at {label}")
 
-    def verify(self) -> VerifyReport:
-        return verify(self.log)
+    def verify(self, kept_head: tuple[int, str] | None = None) -> VerifyReport:
+        return verify(self.log, kept_head)
 
 
 def frozen_spans(events: Sequence[EventView]) -> list[FrozenSpan]:

@@ -125,7 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("state", "a snapshot as it was at a point of the log (time travel)", audit)
     p.add_argument("id")
     p.add_argument("--at", required=True, help="a log position (integer) or an ISO-8601 timestamp")
-    command("verify", "replay the whole log and check it", audit)
+    p = command("verify", "replay the whole log and check it", audit)
+    p.add_argument(
+        "--expect-head",
+        metavar="POSITION:HASH",
+        help="a chain head printed by an earlier verify and kept elsewhere: the chain "
+        "must still pass through it",
+    )
 
     store = group("store", "the event store")
     command("migrate", "create or upgrade the store's schema", store)
@@ -385,13 +391,14 @@ def _run_with(c: Controller, args: argparse.Namespace, cmd: str, action: str | N
             for e in c.audit_export():
                 out.write(json.dumps(e.to_dict()) + "\n")
             return EXIT_OK
-        report = c.audit_verify()
+        report = c.audit_verify(args.expect_head)
         if args.json:
             _emit_json(report.to_dict())
         else:
             print(f"{'ok' if report.ok else 'PROBLEMS'}: {report.events} events replayed")
             if report.chain_head is not None:
-                print(f"chain head: position {report.chain_head[0]} {report.chain_head[1]}")
+                position, digest = report.chain_head
+                print(f"chain head: {position}:{digest} (keep it: --expect-head)")
             for p in report.problems:
                 print(f"  - {p}")
         return EXIT_OK if report.ok else EXIT_FAILED

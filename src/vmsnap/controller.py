@@ -433,13 +433,19 @@ class Controller:
         """
         return self._audit.export()
 
-    def audit_verify(self) -> VerifyReport:
+    def audit_verify(self, expect_head: str | None = None) -> VerifyReport:
         """
         Replay the whole log in pages: legal transitions, the AND rule, a thaw after every
         freeze, views equal to a rebuild, and the chain of seals intact (ADR 0011, 0012).
+        ``expect_head``: ``POSITION:HASH``, a ``chain_head`` an earlier verify gave and
+        that was kept elsewhere: the chain must still pass through it.
+
+        Raises:
+            InvalidRequest: ``expect_head`` is not ``POSITION:HASH``.
         """
+        kept = None if expect_head is None else _parse_head(expect_head)
         self._views.catch_up()
-        return self._audit.verify()
+        return self._audit.verify(kept)
 
     def audit_state(self, snapshot_id: str, at: str | Point) -> VmSnapshotView | VolumeSnapshotView:
         """
@@ -620,6 +626,16 @@ def _free_default_name(record: Vm, vm_id: str) -> str:
         n += 1
         candidate = f"{name}_{n}"
     return candidate
+
+
+def _parse_head(text: str) -> tuple[int, str]:
+    position, _, digest = text.strip().partition(":")
+    hexdigits = set("0123456789abcdefABCDEF")
+    if not position.isdigit() or len(digest) != 64 or not set(digest) <= hexdigits:
+        raise InvalidRequest(
+            f"--expect-head {text!r} is not POSITION:HASH (a chain_head from audit verify)"
+        )
+    return int(position), digest.lower()
 
 
 def _vm_snapshot_view(doc: dict[str, Any]) -> VmSnapshotView:

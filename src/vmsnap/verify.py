@@ -16,6 +16,7 @@ from uuid import UUID
 from eventsourcing.persistence import Notification
 
 from vmsnap.adapters.chain import (
+    check_head,
     compare,
     events_page,
     has_chain,
@@ -217,9 +218,11 @@ def _compare_table(table: str, stored: Iterator[Any], rebuilt: Iterator[Any]) ->
     )
 
 
-def verify(log: EventLog) -> VerifyReport:
+def verify(log: EventLog, kept_head: tuple[int, str] | None = None) -> VerifyReport:
     """
     Replay the whole log and check it (see :mod:`vmsnap.verify`); memory stays flat.
+    ``kept_head``: a chain head (position, hex hash) an earlier verify printed, kept
+    elsewhere; the chain must still pass through it (ADR 0011).
     """
     problems = Problems()
     recorder: Any = log.recorder
@@ -253,6 +256,9 @@ def verify(log: EventLog) -> VerifyReport:
                 for finding in compare(events(), seals(c), sealed_at(c)):
                     problems.add(finding.message)
                 last_seal = head(c)
+                rewritten = None if kept_head is None else check_head(c, kept_head)
+                if rewritten is not None:
+                    problems.add(rewritten.message)
             else:
                 for _ in events():
                     pass

@@ -168,6 +168,37 @@ def test_a_changed_event_with_its_own_seal_recomputed_breaks_the_next_link(store
     assert any(x.startswith(f"position {p + 1}: seal altered") for x in problems)
 
 
+def test_a_whole_chain_rewritten_passes_alone_but_not_against_a_kept_head(store: Any) -> None:
+    from vmsnap.adapters.chain import GENESIS, digest, link
+
+    db, info = store
+    with Controller.from_config(info["config"]) as ctrl:
+        kept = ctrl.audit_verify().chain_head
+    assert kept is not None
+    p = position_of(info, "VmSnapshot.DriverSnapshotTaken")
+    with sqlite3.connect(db) as conn:
+        (state,) = conn.execute(f"SELECT state FROM {EVENTS} WHERE rowid=?", (p,)).fetchone()
+        doc = json.loads(state)
+        doc["need_unquiesce"] = not doc["need_unquiesce"]
+        conn.execute(f"UPDATE {EVENTS} SET state=? WHERE rowid=?", (json.dumps(doc).encode(), p))
+        conn.execute("DELETE FROM event_chain")  # an attacker who re-seals everything
+        previous = GENESIS
+        for row in conn.execute(f"SELECT rowid, * FROM {EVENTS} ORDER BY rowid").fetchall():
+            d = digest(*row[1:])
+            previous = link(previous, row[0], d)
+            conn.execute("INSERT INTO event_chain VALUES (?, ?, ?)", (row[0], d, previous))
+    with Controller.from_config(info["config"]) as ctrl:
+        alone = ctrl.audit_verify()
+        against = ctrl.audit_verify(expect_head=f"{kept[0]}:{kept[1]}")
+        with pytest.raises(InvalidRequest, match="POSITION:HASH"):
+            ctrl.audit_verify(expect_head="12:nothex")
+    # What the chain does not prove: a consistent rewrite (the AND rule still flags this one).
+    assert not any("sealed" in x or "seal altered" in x for x in alone.problems)
+    assert f"position {kept[0]}: the chain does not pass through the head kept" in " ".join(
+        against.problems
+    )
+
+
 def test_the_verify_command_exits_1_with_the_contract_shape_when_tampered(
     store: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -21,7 +21,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from vmsnap import config as config_module
-from vmsnap.adapters.at_rest import at_rest_env, check_readable
+from vmsnap.adapters.at_rest import CIPHER_KEY_ENV, at_rest_env, check_readable
 from vmsnap.adapters.store import EventLog, StoreUrl, open_log
 from vmsnap.adapters.views import SqliteViews
 from vmsnap.audit import Audit, Point, parse_point
@@ -66,7 +66,14 @@ class Controller:
     Safe to share between threads; several controllers (processes) may share one store.
     """
 
-    def __init__(self, config: Config, store_url: str | None = None, *, recover: bool = False):
+    def __init__(
+        self,
+        config: Config,
+        store_url: str | None = None,
+        *,
+        recover: bool = False,
+        cipher_key: str | None = None,
+    ):
         url = (
             StoreUrl.parse(store_url, Path.cwd())
             if store_url
@@ -78,7 +85,9 @@ class Controller:
         self._running: set[str] = set()
         self._wiring: Wiring = wire(config)
         try:
-            at_rest = at_rest_env(config.store_cipher, config.store_compress, os.environ)
+            # The key of [store] cipher: given by an embedding caller, else the environment.
+            environ = os.environ if cipher_key is None else {CIPHER_KEY_ENV: cipher_key}
+            at_rest = at_rest_env(config.store_cipher, config.store_compress, environ)
         except ConfigError:
             self._wiring.close()
             raise
@@ -100,12 +109,20 @@ class Controller:
 
     @classmethod
     def from_config(
-        cls, path: str | os.PathLike[str], store_url: str | None = None, *, recover: bool = False
+        cls,
+        path: str | os.PathLike[str],
+        store_url: str | None = None,
+        *,
+        recover: bool = False,
+        cipher_key: str | None = None,
     ) -> Controller:
         """
-        Open vmsnap as the config file at ``path`` says; ``store_url`` overrides its store.
+        Open vmsnap as the config file at ``path`` says; ``store_url`` overrides its store;
+        ``cipher_key`` is the key of ``[store] cipher`` (default: ``$VMSNAP_CIPHER_KEY``).
         """
-        return cls(config_module.load(Path(path)), store_url, recover=recover)
+        return cls(
+            config_module.load(Path(path)), store_url, recover=recover, cipher_key=cipher_key
+        )
 
     def close(self) -> None:
         self._wiring.close()

@@ -319,6 +319,9 @@ def test_events_are_encrypted_and_compressed_at_rest_and_still_audited(
     monkeypatch.delenv("VMSNAP_CIPHER_KEY")
     with pytest.raises(ConfigError, match="VMSNAP_CIPHER_KEY"):
         Controller.from_config(config)
+    # An embedding controller may hand the key over itself.
+    with Controller.from_config(config, cipher_key=key()) as ctrl:
+        assert ctrl.get_vm_snapshot(snap.id).state == "ready"
 
 
 def test_compression_alone_stores_zlib_and_a_store_read_without_it_is_refused(

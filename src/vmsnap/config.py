@@ -143,7 +143,18 @@ def parse(raw: Mapping[str, Any], folder: Path, path: Path | None = None) -> Con
     keys = tuple(_api_key(k, folder) for k in _list(api, "keys", "api"))
     _unique("api key", [k.api_key for k in keys])
     cipher, compress = _at_rest(store)
-    return Config(folder, store_url, limits, hypervisors, pools, vms, keys, path, cipher, compress)
+    return Config(
+        folder,
+        store_url,
+        limits,
+        hypervisors,
+        pools,
+        vms,
+        keys,
+        path,
+        store_cipher=cipher,
+        store_compress=compress,
+    )
 
 
 def _at_rest(store: Mapping[str, Any]) -> tuple[str | None, bool]:

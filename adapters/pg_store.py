@@ -16,6 +16,7 @@ import psycopg.errors
 from eventsourcing.persistence import Notification, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 
+from vmsnap.adapters.chain import CHAIN
 from vmsnap.domain.exceptions import StoreError
 
 EVENTS_TABLE = "vmsnap_events"  # eventsourcing names it after the application, EventLog
@@ -60,7 +61,7 @@ def opening(env: dict[str, str], shown: str, *, migrate: bool) -> Iterator[None]
             if not migrate:
                 missing = [
                     t
-                    for t in (EVENTS_TABLE, TRACKING_TABLE)
+                    for t in (EVENTS_TABLE, TRACKING_TABLE, CHAIN)
                     if conn.execute("SELECT to_regclass(%s)", (f"{schema}.{t}",)).fetchone()
                     == (None,)
                 ]

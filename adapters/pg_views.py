@@ -13,12 +13,19 @@ from contextlib import contextmanager
 from typing import Any
 
 from eventsourcing.persistence import PersistenceError
+from psycopg.rows import tuple_row
 
+from vmsnap.adapters import chain
 from vmsnap.adapters.pg_store import MIGRATION_LOCK, TRACKING_TABLE, notification
 from vmsnap.adapters.store import PAGE, EventLog, store_failure
 from vmsnap.adapters.views import Projector
 from vmsnap.domain.exceptions import StoreError
 from vmsnap.projections.rows import TABLES, Doc, MemoryRows
+
+
+def plain_rows(cursor: Any) -> Any:
+    """A cursor in the same transaction whose rows are tuples (the chain indexes them)."""
+    return cursor.connection.cursor(row_factory=tuple_row)
 
 
 class PgCursorRows:
@@ -102,6 +109,7 @@ class PostgresViews:
             c.execute(
                 f"INSERT INTO {self.tracking} VALUES ('views', 0) ON CONFLICT (name) DO NOTHING"
             )
+            chain.create(plain_rows(c), "postgres")
 
     @contextmanager
     def transaction(self, *, commit: bool = True) -> Iterator[Any]:
@@ -118,6 +126,7 @@ class PostgresViews:
         """
         with self.transaction(commit=True) as c:
             c.execute(f"SET LOCAL lock_timeout = '{self.lock_timeout}s'")
+            c.execute(f'SET LOCAL search_path TO "{self.schema}"')  # for the chain's tables
             yield c
 
     def catch_up(self) -> int:
@@ -150,6 +159,7 @@ class PostgresViews:
                 position = page[-1]["notification_id"]
             if position != start:
                 c.execute(f"UPDATE {self.tracking} SET position=%s WHERE name='views'", (position,))
+            chain.seal(plain_rows(c), self.events, "postgres")  # same transaction (ADR 0011)
             return position
 
     def rebuild(self) -> int:

@@ -210,17 +210,20 @@ class EventLog(Application[uuid.UUID]):
         return self.recorder.max_notification_id() or 0
 
 
-def open_log(url: StoreUrl, *, migrate: bool = False) -> EventLog:
+def open_log(
+    url: StoreUrl, extra_env: dict[str, str] | None = None, *, migrate: bool = False
+) -> EventLog:
     """
-    Open the event log at ``url``. SQLite creates its tables itself; a PostgreSQL store
-    must have been migrated (``migrate=True`` creates or upgrades its schema).
+    Open the event log at ``url``; ``extra_env`` adds eventsourcing settings (cipher,
+    compressor). SQLite creates its tables itself; a PostgreSQL store must have been
+    migrated (``migrate=True`` creates or upgrades its schema).
 
     Raises:
         StoreError: the store cannot be opened: not a database, unreadable, locked,
             unreachable, not migrated.
         ConfigError: a PostgreSQL store without the ``postgres`` extra installed.
     """
-    env = url.env()
+    env = {**url.env(), **(extra_env or {})}
     if url.scheme == "postgresql":
         try:
             from vmsnap.adapters import pg_store

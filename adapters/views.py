@@ -15,6 +15,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification
 
+from vmsnap.adapters.chain import seal
 from vmsnap.adapters.store import PAGE, EventLog
 from vmsnap.projections.rows import TABLES, Doc, MemoryRows
 
@@ -182,6 +183,7 @@ class SqliteViews:
                 position = page[-1]["rowid"]
             if position != start:
                 c.execute(f"UPDATE {TRACKING} SET position=? WHERE name='views'", (position,))
+            seal(c, table)  # the tamper-evident chain, in this same transaction (ADR 0011)
             return position
 
     def rebuild(self) -> int:

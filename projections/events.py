@@ -19,7 +19,12 @@ def event_type(event: Any) -> str:
     return type(event).__qualname__.replace("SnapshotAggregate.", "Snapshot.")
 
 
+_PLAIN = (str, int, float, type(None))
+
+
 def json_safe(value: Any) -> Any:
+    if isinstance(value, _PLAIN):  # most values: answer before the costlier checks
+        return value
     if attrs.has(type(value)):
         return {f.name: json_safe(getattr(value, f.name)) for f in attrs.fields(type(value))}
     if isinstance(value, dict):

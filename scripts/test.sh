@@ -7,7 +7,7 @@ PYTHON="${PYTHON:-python}"
 
 # Strict editable mode: mypy cannot follow the import hook of a lenient editable install
 # (ADR 0001).
-"$PYTHON" -m pip install -e '.[dev,libvirt,postgres]' --config-settings editable_mode=strict
+"$PYTHON" -m pip install -e '.[dev,libvirt,postgres,crypto]' --config-settings editable_mode=strict
 "$PYTHON" -m ruff check .
 "$PYTHON" -m ruff format --check .
 "$PYTHON" -m mypy -p vmsnap

@@ -1,30 +1,72 @@
-"""Audit reads of the log: timelines, export and verification. Never calls an adapter."""
+"""
+Audit reads of the log: timelines, export, time travel and verification. Never calls an
+adapter: only the event log (and its chain and views) is read.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import attrs
 from eventsourcing.persistence import Notification
 
 from vmsnap.adapters.store import EventLog
-from vmsnap.adapters.views import ViewStore
-from vmsnap.domain.rules import need_unquiesce
-from vmsnap.domain.workflow import EVENT_TRIGGERS, VM_SNAPSHOT_WORKFLOW, VOLUME_SNAPSHOT_WORKFLOW
+from vmsnap.domain.exceptions import InvalidRequest, NotFound
+from vmsnap.domain.vm import Vm
 from vmsnap.projections.events import event_data, event_type
 from vmsnap.projections.projector import project
-from vmsnap.projections.rows import MemoryRows
+from vmsnap.projections.rows import Doc, MemoryRows
+from vmsnap.verify import verify
 from vmsnap.views import EventView, VerifyReport
+
+Point = int | datetime  # a log position, or an instant
+
+
+@attrs.frozen
+class FrozenSpan:
+    """
+    How long a snapshot kept its VM frozen: from the ``Quiesced`` event that froze it to
+    the ``Unquiesced`` event that thawed it (``thawed_at`` None: no thaw recorded).
+    """
+
+    snapshot_id: str
+    vm_id: str
+    frozen_at: int
+    thawed_at: int | None
+    seconds: float | None
+
+
+def parse_point(text: str) -> Point:
+    """
+    Read ``--at``: a log position (an integer) or an ISO-8601 timestamp (UTC if no zone).
+
+    Raises:
+        InvalidRequest: neither.
+    """
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidRequest(
+            f"--at {text!r} is neither a log position nor an ISO-8601 timestamp"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 class Audit:
-    def __init__(self, log: EventLog, views: ViewStore) -> None:
+    def __init__(self, log: EventLog) -> None:
         self.log = log
-        self.views = views
+
+    def decode(self, n: Notification) -> Any:
+        return self.log.mapper.to_domain_event(n)
 
     def view(self, n: Notification) -> EventView:
-        event: Any = self.log.mapper.to_domain_event(n)
+        event: Any = self.decode(n)
         return EventView(
             position=n.id,
             originator_id=str(event.originator_id),
@@ -45,77 +87,60 @@ class Audit:
             for n in page:
                 yield self.view(n)
 
-    def verify(self) -> VerifyReport:
+    def state_at(self, sid: UUID, at: Point) -> tuple[str, Doc]:
         """
-        Replay the whole log: transitions legal, unquiesce decisions equal the AND rule
-        over the recorded answers, no VM left frozen, projections equal a rebuild.
+        The snapshot ``sid`` as the views showed it at ``at`` (the events up to that
+        position, or recorded up to that instant): its table and its contract JSON.
+
+        Raises:
+            NotFound: no such snapshot, or it did not exist yet at ``at``.
         """
-        problems: list[str] = []
-        states: dict[UUID, tuple[str, bool]] = {}  # id -> (state, frozen)
-        answers: dict[UUID, dict[str, bool]] = {}
-        rebuilt = MemoryRows()
-        count = 0
-        for page in self.log.pages():
-            for n in page:
-                count += 1
-                event = self.log.mapper.to_domain_event(n)
-                _check(event, n.id, states, answers, problems)
-                project(event, rebuilt, n.id)
-        for oid, (state, frozen) in states.items():
-            if frozen and state in ("ready", "failed", "removed"):
-                problems.append(f"snapshot {oid} ended {state} with its VM still frozen")
-        stored = self.views.dump().dump()
-        for table, rows in rebuilt.dump().items():
-            if rows != stored.get(table, {}):
-                keys = sorted(set(rows) ^ set(stored.get(table, {})))
-                diff = [k for k in rows if k in stored[table] and rows[k] != stored[table][k]]
-                problems.append(
-                    f"view {table} differs from a rebuild from the log "
-                    f"(rows only on one side: {keys[:5]}, rows that differ: {diff[:5]})"
-                )
-        return VerifyReport(not problems, count, tuple(problems))
+        own = self.log.notifications_of([sid])
+        if not own:
+            raise NotFound(f"no such snapshot: {sid}")
+        vm_id = self.decode(own[0]).vm_id
+        rows = MemoryRows()
+        # The snapshot's own events and its VM's (current snapshot, parent after deletes).
+        for n in self.log.notifications_of([sid, Vm.create_id(vm_id)]):
+            if isinstance(at, int) and n.id > at:
+                break
+            event = self.decode(n)
+            # Log order is not quite timestamp order (a save's events are stamped when
+            # made): an instant takes every event stamped up to it, in log order.
+            if isinstance(at, datetime) and event.timestamp > at:
+                continue
+            project(event, rows, n.id)
+        for table in ("vm_snapshots", "volume_snapshots"):
+            doc = rows.get(table, str(sid))
+            if doc is not None:
+                return table, doc
+        label = f"position {at}" if isinstance(at, int) else at.isoformat()
+        raise NotFound(f"snapshot {sid} did not exist yet at {label}")
+
+    def verify(self, kept_head: tuple[int, str] | None = None) -> VerifyReport:
+        return verify(self.log, kept_head)
 
 
-def _check(
-    event: Any,
-    position: int,
-    states: dict[UUID, tuple[str, bool]],
-    answers: dict[UUID, dict[str, bool]],
-    problems: list[str],
-) -> None:
-    kind = type(event).__qualname__
-    name = type(event).__name__
-    oid = event.originator_id
-    if kind in ("VmSnapshot.Requested", "VolumeSnapshot.Requested"):
-        states[oid] = ("allocated", False)
-        answers[oid] = {}
-        return
-    if oid not in states:
-        return
-    state, frozen = states[oid]
-    trigger = EVENT_TRIGGERS.get(name)
-    if trigger is not None:
-        table = VM_SNAPSHOT_WORKFLOW.table
-        if not VM_SNAPSHOT_WORKFLOW.allows(state, trigger):
-            table = VOLUME_SNAPSHOT_WORKFLOW.table
-        dest = table.get((trigger, state))
-        if dest is None:
-            problems.append(f"position {position}: {name} is not allowed in state {state!r}")
-        else:
-            state = dest
-    if name == "Quiesced":
-        frozen = bool(event.result.frozen)
-    elif name == "Unquiesced" and event.thawed:
-        frozen = False
-    elif name == "DriverSnapshotTaken":
-        answers[oid][event.pool_id] = event.need_unquiesce
-    elif name == "UnquiesceDecided" and kind.startswith(("SnapshotAggregate", "VmSnapshot")):
-        recorded = dict(event.answers)
-        if kind != "VolumeSnapshot.UnquiesceDecided" and answers[oid] and recorded != answers[oid]:
-            problems.append(f"position {position}: decision inputs differ from the answers taken")
-        if event.need_unquiesce != need_unquiesce(recorded.values()):
-            problems.append(
-                f"position {position}: need_unquiesce={event.need_unquiesce} is not the AND "
-                f"of the answers {recorded}"
-            )
-    states[oid] = (state, frozen)
+def frozen_spans(events: Sequence[EventView]) -> list[FrozenSpan]:
+    """
+    Every freeze in a timeline, with its thaw and how long the VM stayed frozen.
+    """
+    vms: dict[str, str] = {}
+    open_: dict[str, EventView] = {}
+    spans: list[FrozenSpan] = []
+    for e in events:
+        name = e.type.rpartition(".")[2]
+        if name == "Requested":
+            vms[e.originator_id] = str(e.data.get("vm_id"))
+        elif name == "Quiesced" and e.data.get("result", {}).get("frozen"):
+            open_[e.originator_id] = e
+        elif name == "Unquiesced" and e.data.get("thawed") and e.originator_id in open_:
+            start = open_.pop(e.originator_id)
+            seconds = (
+                datetime.fromisoformat(e.timestamp) - datetime.fromisoformat(start.timestamp)
+            ).total_seconds()
+            vm = vms.get(e.originator_id, "?")
+            spans.append(FrozenSpan(e.originator_id, vm, start.position, e.position, seconds))
+    for sid, start in open_.items():
+        spans.append(FrozenSpan(sid, vms.get(sid, "?"), start.position, None, None))
+    return sorted(spans, key=lambda s: s.frozen_at)

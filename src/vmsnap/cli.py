@@ -128,7 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", nargs="?")
     p.add_argument("--vm")
     command("export", "every stored event, in log order, as JSON lines", audit)
-    command("verify", "replay the whole log and check it", audit)
+    p = command("state", "a snapshot as it was at a point of the log (time travel)", audit)
+    p.add_argument("id")
+    p.add_argument("--at", required=True, help="a log position (integer) or an ISO-8601 timestamp")
+    p = command("verify", "replay the whole log and check it", audit)
+    p.add_argument(
+        "--expect-head",
+        metavar="POSITION:HASH",
+        help="a chain head printed by an earlier verify and kept elsewhere: the chain "
+        "must still pass through it",
+    )
 
     store = group("store", "the event store")
     command("migrate", "create or upgrade the store's schema", store)
@@ -205,6 +214,27 @@ def timeline_text(events: Sequence[Any]) -> str:
         summary = ", ".join(f"{k}={_short(v)}" for k, v in e.data.items() if k not in ("caps",))
         lines.append(f"{e.position:>6}  {at:%H:%M:%S.%f}  {delta:>10}  {e.type:34} {summary}")
     return "\n".join(lines) if lines else "(no events)"
+
+
+def frozen_text(events: Sequence[Any]) -> str:
+    """
+    How long each VM was frozen, per snapshot: the summary under a human timeline.
+    """
+    from vmsnap.audit import frozen_spans
+
+    lines = []
+    for s in frozen_spans(events):
+        if s.seconds is None:
+            lines.append(
+                f"  {s.vm_id} FROZEN since position {s.frozen_at} by snapshot "
+                f"{s.snapshot_id}: no thaw recorded"
+            )
+        else:
+            lines.append(
+                f"  {s.vm_id} frozen {s.seconds * 1000:.1f}ms by snapshot {s.snapshot_id} "
+                f"(positions {s.frozen_at}-{s.thawed_at})"
+            )
+    return "\n".join(["frozen:", *lines]) if lines else "frozen: never (no VM was frozen)"
 
 
 def _short(v: Any) -> str:
@@ -390,17 +420,23 @@ def _run_with(c: Controller, args: argparse.Namespace, cmd: str, action: str | N
                 _emit_json([e.to_dict() for e in events])
             else:
                 print(timeline_text(events))
+                print(frozen_text(events))
             return EXIT_OK
+        if action == "state":
+            return _show(args, c.audit_state(args.id, args.at), ran=False)
         if action == "export":
             out = sys.stdout
             for e in c.audit_export():
                 out.write(json.dumps(e.to_dict()) + "\n")
             return EXIT_OK
-        report = c.audit_verify()
+        report = c.audit_verify(args.expect_head)
         if args.json:
             _emit_json(report.to_dict())
         else:
             print(f"{'ok' if report.ok else 'PROBLEMS'}: {report.events} events replayed")
+            if report.chain_head is not None:
+                position, digest = report.chain_head
+                print(f"chain head: {position}:{digest} (keep it: --expect-head)")
             for p in report.problems:
                 print(f"  - {p}")
         return EXIT_OK if report.ok else EXIT_FAILED

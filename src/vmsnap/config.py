@@ -40,6 +40,7 @@ STORAGE_OPS = (
     "delete_snapshot",
 )
 DEFAULT_STORE = "sqlite:///vmsnap.db"
+CIPHERS = ("aes",)
 
 
 @attrs.frozen
@@ -95,6 +96,8 @@ class Config:
     vms: tuple[VmInfo, ...]
     api_keys: tuple[ApiKey, ...] = ()
     path: Path | None = None
+    store_cipher: str | None = None  # "aes": events encrypted at rest (key from the env)
+    store_compress: bool = False
 
     def hypervisor(self, name: str) -> HypervisorConfig:
         return next(h for h in self.hypervisors if h.name == name)
@@ -140,7 +143,31 @@ def parse(raw: Mapping[str, Any], folder: Path, path: Path | None = None) -> Con
     vms = tuple(_vm(v, pool_ids, hv_names) for v in _array(raw, "vms"))
     _unique("vm id", [v.id for v in vms])
     _unique("volume id", [vol.id for vm in vms for vol in vm.volumes])
-    return Config(folder, store_url, limits, hypervisors, pools, vms, api_keys(raw, folder), path)
+    cipher, compress = _at_rest(store)
+    return Config(
+        folder,
+        store_url,
+        limits,
+        hypervisors,
+        pools,
+        vms,
+        api_keys(raw, folder),
+        path,
+        store_cipher=cipher,
+        store_compress=compress,
+    )
+
+
+def _at_rest(store: Mapping[str, Any]) -> tuple[str | None, bool]:
+    if "cipher_key" in store or "key" in store:
+        raise ConfigError("[store]: the cipher key never goes in the config; set VMSNAP_CIPHER_KEY")
+    cipher = store.get("cipher")
+    if cipher is not None and cipher not in CIPHERS:
+        raise ConfigError(f"[store] cipher must be one of {', '.join(CIPHERS)} (got {cipher!r})")
+    compress = store.get("compress", False)
+    if not isinstance(compress, bool):
+        raise ConfigError("[store] compress must be true or false")
+    return cipher, compress
 
 
 def _hypervisor(raw: Any, folder: Path) -> HypervisorConfig:

@@ -21,12 +21,19 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from vmsnap import config as config_module
+from vmsnap.adapters.at_rest import CIPHER_KEY_ENV, at_rest_env, check_readable
 from vmsnap.adapters.store import EventLog, StoreUrl, open_log
 from vmsnap.adapters.views import ViewStore, open_views
-from vmsnap.audit import Audit
+from vmsnap.audit import Audit, Point, parse_point
 from vmsnap.bootstrap import Wiring, wire
 from vmsnap.config import Config
-from vmsnap.domain.exceptions import InvalidRequest, NotFound, OperationInProgress, StoreError
+from vmsnap.domain.exceptions import (
+    ConfigError,
+    InvalidRequest,
+    NotFound,
+    OperationInProgress,
+    StoreError,
+)
 from vmsnap.domain.pool import Pool
 from vmsnap.domain.rules import check_text, choose_strategy, default_name, group_by_driver
 from vmsnap.domain.snapshot_base import SnapshotAggregate
@@ -71,6 +78,7 @@ class Controller:
         *,
         recover: bool = False,
         migrate: bool = False,
+        cipher_key: str | None = None,
     ):
         url = (
             StoreUrl.parse(store_url, Path.cwd())
@@ -82,17 +90,26 @@ class Controller:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
         self._running: set[str] = set()
         self._wiring: Wiring = wire(config)
-        # migrate: create or upgrade the store's schema (PostgreSQL stores need it once).
-        self._log: EventLog = open_log(url, migrate=migrate)
         try:
+            # The key of [store] cipher: given by an embedding caller, else the environment.
+            environ = os.environ if cipher_key is None else {CIPHER_KEY_ENV: cipher_key}
+            at_rest = at_rest_env(config.store_cipher, config.store_compress, environ)
+        except ConfigError:
+            self._wiring.close()
+            raise
+        # migrate: create or upgrade the store's schema (PostgreSQL stores need it once).
+        self._log: EventLog = open_log(url, at_rest, migrate=migrate)
+        try:
+            check_readable(self._log)
             self._views: ViewStore = open_views(self._log, project, migrate=migrate)
         except PersistenceError as e:
             self._log.close()
             raise StoreError(f"cannot open store: {e}") from None
         except StoreError:
             self._log.close()
+            self._wiring.close()
             raise
-        self._audit = Audit(self._log, self._views)
+        self._audit = Audit(self._log)
         _OPEN_OWNERS.add(self.owner)
         if recover:
             self.recover()
@@ -105,12 +122,20 @@ class Controller:
         *,
         recover: bool = False,
         migrate: bool = False,
+        cipher_key: str | None = None,
     ) -> Controller:
         """
         Open vmsnap as the config file at ``path`` says; ``store_url`` overrides its store.
-        ``migrate`` creates or upgrades the store's schema first (needed once on PostgreSQL).
+        ``migrate`` creates or upgrades the store's schema first (needed once on PostgreSQL);
+        ``cipher_key`` is the key of ``[store] cipher`` (default: ``$VMSNAP_CIPHER_KEY``).
         """
-        return cls(config_module.load(Path(path)), store_url, recover=recover, migrate=migrate)
+        return cls(
+            config_module.load(Path(path)),
+            store_url,
+            recover=recover,
+            migrate=migrate,
+            cipher_key=cipher_key,
+        )
 
     @property
     def event_log(self) -> EventLog:
@@ -460,9 +485,36 @@ class Controller:
         """
         return self._audit.export()
 
-    def audit_verify(self) -> VerifyReport:
+    def audit_verify(self, expect_head: str | None = None) -> VerifyReport:
+        """
+        Replay the whole log in pages: legal transitions, the AND rule, a thaw after every
+        freeze, views equal to a rebuild, and the chain of seals intact (ADR 0011, 0012).
+        ``expect_head``: ``POSITION:HASH``, a ``chain_head`` an earlier verify gave and
+        that was kept elsewhere: the chain must still pass through it.
+
+        Raises:
+            InvalidRequest: ``expect_head`` is not ``POSITION:HASH``.
+        """
+        kept = None if expect_head is None else _parse_head(expect_head)
         self._views.catch_up()
-        return self._audit.verify()
+        return self._audit.verify(kept)
+
+    def audit_state(self, snapshot_id: str, at: str | Point) -> VmSnapshotView | VolumeSnapshotView:
+        """
+        The snapshot as it was at ``at``: a log position, or an instant (a datetime or
+        an ISO-8601 string; UTC when it names no zone).
+
+        Raises:
+            NotFound: no such snapshot, or it did not exist yet at ``at``.
+            InvalidRequest: ``at`` is neither a position nor a timestamp.
+        """
+        point = parse_point(at) if isinstance(at, str) else at
+        if isinstance(point, datetime) and point.tzinfo is None:
+            point = point.replace(tzinfo=UTC)
+        table, doc = self._audit.state_at(parse_id(snapshot_id), point)
+        if table == "vm_snapshots":
+            return _vm_snapshot_view(doc)
+        return VolumeSnapshotView(**doc)
 
     # Internals -----------------------------------------------------------------------
 
@@ -649,6 +701,16 @@ def _free_default_name(record: Vm, vm_id: str) -> str:
         n += 1
         candidate = f"{name}_{n}"
     return candidate
+
+
+def _parse_head(text: str) -> tuple[int, str]:
+    position, _, digest = text.strip().partition(":")
+    hexdigits = set("0123456789abcdefABCDEF")
+    if not position.isdigit() or len(digest) != 64 or not set(digest) <= hexdigits:
+        raise InvalidRequest(
+            f"--expect-head {text!r} is not POSITION:HASH (a chain_head from audit verify)"
+        )
+    return int(position), digest.lower()
 
 
 def _vm_snapshot_view(doc: dict[str, Any]) -> VmSnapshotView:

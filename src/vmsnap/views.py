@@ -124,14 +124,34 @@ class EventView:
     data: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self)
+        # data is JSON-safe already (projections.events.event_data): no second walk.
+        return {
+            "position": self.position,
+            "originator_id": self.originator_id,
+            "version": self.version,
+            "type": self.type,
+            "timestamp": self.timestamp,
+            "data": self.data,
+        }
 
 
 @attrs.frozen
 class VerifyReport:
+    """
+    What ``audit verify`` found; ``chain_head`` is the last seal (position, hex hash):
+    keep it elsewhere to prove later that the log was not rewritten up to there.
+    """
+
     ok: bool
     events: int
     problems: tuple[str, ...]
+    chain_head: tuple[int, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "events": self.events, "problems": list(self.problems)}
+        head = self.chain_head
+        return {
+            "ok": self.ok,
+            "events": self.events,
+            "problems": list(self.problems),
+            "chain_head": None if head is None else {"position": head[0], "hash": head[1]},
+        }

@@ -170,3 +170,27 @@ def test_recover_in_another_controller_compensates_a_create_whose_controller_die
         assert world.is_frozen("vm-kvm") is False
         for volume in volumes_of("vm-kvm", "netapp-1"):
             assert len(world.volume_snapshots(volume)) == 1  # the later create's only
+
+
+def test_the_chain_on_postgresql_catches_a_deleted_and_a_changed_event(
+    tmp_path: Path, pg_url: str
+) -> None:
+    config = write_config(tmp_path)
+    url = migrated(config, pg_url)
+    with Controller.from_config(config, url) as ctrl:
+        snap = ctrl.create_vm_snapshot("vm-kvm", quiesce=True)
+        ctrl.delete_vm_snapshot(snap.id)
+        report = ctrl.audit_verify()
+        assert report.ok, report.problems
+        assert report.chain_head is not None and report.chain_head[0] == report.events
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        changed, deleted = 3, 5
+        conn.execute(
+            "UPDATE vmsnap_events SET state = state || '\\x00'::bytea WHERE notification_id = %s",
+            (changed,),
+        )
+        conn.execute("DELETE FROM vmsnap_events WHERE notification_id = %s", (deleted,))
+    with Controller.from_config(config, url) as ctrl:
+        problems = ctrl.audit_verify().problems
+    assert f"position {changed}: event changed after it was sealed" in problems
+    assert f"position {deleted}: event deleted (sealed, now missing)" in problems

@@ -1,0 +1,355 @@
+"""
+The tamper-evident chain of the event log (ADR 0011): one hash per stored event, sealed
+in log order inside the views' write transaction, and the streaming comparison that finds
+the events deleted, changed, reordered or inserted after they were sealed.
+
+A seal holds the event's *digest* (SHA-256 over its originator id, version, topic and
+stored state bytes) and the *chain hash* (SHA-256 over the previous seal's hash, the
+event's position and its digest). The digest tells where an event was sealed, so a moved
+event is told apart from a changed one; the hash ties each seal to every one before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from uuid import UUID
+
+import attrs
+
+CHAIN = "event_chain"
+GENESIS = bytes(32)  # the "previous hash" of the first seal
+PAGE = 1000
+
+# Every statement the chain runs, by SQL dialect (a PostgreSQL variant adds a key here
+# with %s placeholders and BYTEA columns). {events} is the store's events table.
+SQL: dict[str, dict[str, str]] = {
+    "sqlite": {
+        "create": (
+            f"CREATE TABLE IF NOT EXISTS {CHAIN} "
+            "(position INTEGER PRIMARY KEY, digest BLOB NOT NULL, hash BLOB NOT NULL)"
+        ),
+        "index": f"CREATE INDEX IF NOT EXISTS {CHAIN}_digest ON {CHAIN} (digest)",
+        "exists": f"SELECT 1 FROM sqlite_master WHERE type='table' AND name='{CHAIN}'",
+        "head": f"SELECT position, hash FROM {CHAIN} ORDER BY position DESC LIMIT 1",
+        "insert": f"INSERT INTO {CHAIN} (position, digest, hash) VALUES (?, ?, ?)",
+        "seals": (
+            f"SELECT position, digest, hash FROM {CHAIN} WHERE position>? ORDER BY position LIMIT ?"
+        ),
+        "sealed_at": f"SELECT position FROM {CHAIN} WHERE digest=? LIMIT 1",
+        "hash_at": f"SELECT hash FROM {CHAIN} WHERE position=?",
+        "events": (
+            "SELECT rowid, originator_id, originator_version, topic, state FROM {events} "
+            "WHERE rowid>? ORDER BY rowid LIMIT ?"
+        ),
+    },
+    # PostgreSQL: the statements run with the store's schema first on the search_path.
+    "postgres": {
+        "create": (
+            f"CREATE TABLE IF NOT EXISTS {CHAIN} "
+            "(position BIGINT PRIMARY KEY, digest BYTEA NOT NULL, hash BYTEA NOT NULL)"
+        ),
+        "index": f"CREATE INDEX IF NOT EXISTS {CHAIN}_digest ON {CHAIN} (digest)",
+        "exists": (
+            "SELECT 1 FROM information_schema.tables "
+            f"WHERE table_schema = current_schema() AND table_name = '{CHAIN}'"
+        ),
+        "head": f"SELECT position, hash FROM {CHAIN} ORDER BY position DESC LIMIT 1",
+        "insert": f"INSERT INTO {CHAIN} (position, digest, hash) VALUES (%s, %s, %s)",
+        "seals": (
+            f"SELECT position, digest, hash FROM {CHAIN} "
+            "WHERE position>%s ORDER BY position LIMIT %s"
+        ),
+        "sealed_at": f"SELECT position FROM {CHAIN} WHERE digest=%s LIMIT 1",
+        "hash_at": f"SELECT hash FROM {CHAIN} WHERE position=%s",
+        "events": (
+            "SELECT notification_id, originator_id, originator_version, topic, state "
+            "FROM {events} WHERE notification_id>%s ORDER BY notification_id LIMIT %s"
+        ),
+    },
+}
+
+
+def create(cursor: Any, dialect: str = "sqlite") -> None:
+    """Create the chain table (PostgreSQL: by `store migrate` only, ADR 0009)."""
+    cursor.execute(SQL[dialect]["create"])
+    cursor.execute(SQL[dialect]["index"])
+
+
+@attrs.frozen
+class Seal:
+    position: int
+    digest: bytes
+    hash: bytes
+
+
+@attrs.frozen
+class Finding:
+    """
+    One sign of tampering: ``kind`` is deleted, changed, reordered, inserted or chain.
+    """
+
+    kind: str
+    position: int
+    message: str
+
+
+def _field(value: Any) -> bytes:
+    # Any stored value hashes, even one a tamperer gave the wrong type (SQLite allows it).
+    binary = isinstance(value, bytes | bytearray | memoryview)
+    data = bytes(value) if binary else str(value).encode()
+    return len(data).to_bytes(8, "big") + data  # length-prefixed: no two framings collide
+
+
+def digest(originator_id: Any, version: int, topic: str, state: Any) -> bytes:
+    """
+    The SHA-256 digest of one stored event (the bytes as stored: encrypted, if they are).
+    """
+    if isinstance(originator_id, str) and len(originator_id) == 32:
+        oid = originator_id.lower()  # SQLite stores the hex form already
+    elif isinstance(originator_id, UUID):
+        oid = originator_id.hex
+    else:
+        try:
+            oid = UUID(str(originator_id)).hex
+        except ValueError:
+            oid = str(originator_id)  # not an id at all: hash it as it is
+    return hashlib.sha256(_field(oid) + _field(version) + _field(topic) + _field(state)).digest()
+
+
+def link(previous: bytes, position: int, event_digest: bytes) -> bytes:
+    """
+    The chain hash of the event at ``position``, following the seal hashed ``previous``.
+    """
+    return hashlib.sha256(previous + position.to_bytes(8, "big") + event_digest).digest()
+
+
+def row_digest(row: Any) -> bytes:
+    return digest(row[1], row[2], row[3], row[4])
+
+
+def seal(cursor: Any, events_table: str, dialect: str = "sqlite") -> int:
+    """
+    Seal every event recorded after the last seal, in log order; return the last sealed
+    position. Runs inside the caller's write transaction, so each event is sealed once.
+    """
+    sql = SQL[dialect]
+    if dialect == "sqlite":  # SQLite stores create their own tables as they go
+        create(cursor)
+    cursor.execute(sql["head"])
+    head = cursor.fetchone()
+    position, previous = (0, GENESIS) if head is None else (int(head[0]), bytes(head[1]))
+    while True:
+        rows = events_page(cursor, events_table, position, dialect)
+        params = []
+        for row in rows:
+            position = int(row[0])
+            d = row_digest(row)
+            previous = link(previous, position, d)
+            params.append((position, d, previous))
+        if params:
+            cursor.executemany(sql["insert"], params)
+        if len(rows) < PAGE:
+            return position
+
+
+def head(cursor: Any, dialect: str = "sqlite") -> tuple[int, str] | None:
+    """
+    The last seal: its position and hex hash (for an auditor to keep elsewhere).
+    """
+    cursor.execute(SQL[dialect]["head"])
+    row = cursor.fetchone()
+    return None if row is None else (int(row[0]), bytes(row[1]).hex())
+
+
+def events_page(cursor: Any, events_table: str, after: int, dialect: str = "sqlite") -> list[Any]:
+    """
+    The stored events after position ``after``, one page: (position, originator id,
+    version, topic, state).
+    """
+    cursor.execute(SQL[dialect]["events"].format(events=events_table), (after, PAGE))
+    return list(cursor.fetchall())
+
+
+def check_head(cursor: Any, kept: tuple[int, str], dialect: str = "sqlite") -> Finding | None:
+    """
+    Compare a chain head kept elsewhere (position, hex hash) with the seal stored there:
+    a chain rewritten up to that position no longer passes through it.
+    """
+    position, expected = kept
+    cursor.execute(SQL[dialect]["hash_at"], (position,))
+    row = cursor.fetchone()
+    if row is not None and bytes(row[0]).hex() == expected.lower():
+        return None
+    return Finding(
+        "rewritten",
+        position,
+        f"position {position}: the chain does not pass through the head kept "
+        f"({expected[:16]}…): the log was rewritten up to here",
+    )
+
+
+def has_chain(cursor: Any, dialect: str = "sqlite") -> bool:
+    cursor.execute(SQL[dialect]["exists"])
+    return cursor.fetchone() is not None
+
+
+def seals(cursor: Any, dialect: str = "sqlite") -> Iterator[Seal]:
+    """
+    Every seal in position order, read in pages (the cursor must not be shared meanwhile).
+    """
+    position = 0
+    while True:
+        cursor.execute(SQL[dialect]["seals"], (position, PAGE))
+        rows = cursor.fetchall()
+        for row in rows:
+            position = int(row[0])
+            yield Seal(position, bytes(row[1]), bytes(row[2]))
+        if len(rows) < PAGE:
+            return
+
+
+def sealed_at(cursor: Any, dialect: str = "sqlite") -> Callable[[bytes], int | None]:
+    """
+    A lookup: the position where the event with this digest was sealed, if it was.
+    """
+
+    def find(event_digest: bytes) -> int | None:
+        cursor.execute(SQL[dialect]["sealed_at"], (event_digest,))
+        row = cursor.fetchone()
+        return None if row is None else int(row[0])
+
+    return find
+
+
+def compare(
+    events: Iterable[tuple[int, bytes]],
+    sealed: Iterable[Seal],
+    where_sealed: Callable[[bytes], int | None],
+) -> Iterator[Finding]:
+    """
+    Compare the events as stored (position, digest) with their seals, both in position
+    order, streaming; yield what was altered after sealing. Events after the last seal
+    are the unsealed tail: not yet sealed, not a finding.
+    """
+    return _explain(_raw_findings(iter(events), iter(sealed), where_sealed))
+
+
+def _raw_findings(
+    events: Iterator[tuple[int, bytes]],
+    sealed: Iterator[Seal],
+    where_sealed: Callable[[bytes], int | None],
+) -> Iterator[tuple[str, int, int]]:
+    # (kind, position, sealed position of the event found there, or 0)
+    previous = GENESIS
+    s, e = next(sealed, None), next(events, None)
+
+    def check_link(seal_: Seal) -> Iterator[tuple[str, int, int]]:
+        nonlocal previous
+        expected = link(previous, seal_.position, seal_.digest)
+        if seal_.hash != expected:
+            yield ("chain", seal_.position, 0)
+        previous = expected  # go on from the true chain: one altered hash is one finding
+
+    while s is not None or e is not None:
+        if e is None or (s is not None and s.position < e[0]):
+            assert s is not None
+            yield from check_link(s)
+            yield ("deleted", s.position, 0)
+            s = next(sealed, None)
+        elif s is None or e[0] < s.position:
+            q = where_sealed(e[1])
+            if q is not None:
+                yield ("reordered", e[0], q)
+            elif s is not None:
+                yield ("inserted", e[0], 0)
+            e = next(events, None)
+        else:
+            yield from check_link(s)
+            if s.digest != e[1]:
+                q = where_sealed(e[1])
+                yield ("changed", e[0], 0) if q is None else ("reordered", e[0], q)
+            s, e = next(sealed, None), next(events, None)
+
+
+def _explain(raw: Iterator[tuple[str, int, int]]) -> Iterator[Finding]:
+    """
+    Merge runs of events moved by the same offset into one finding, and tell an insertion
+    that shifted the events after it (a change followed by a run moved up one position)
+    from a change in place.
+    """
+    run: list[int] | None = None  # [first position, last position, offset]
+    pending: tuple[str, int, int] | None = None  # a change that may be an insertion
+
+    def flush_run() -> Iterator[Finding]:
+        nonlocal run, pending
+        if run is None:
+            return
+        first, last, offset = run
+        run = None
+        if pending is not None and offset == 1 and first == pending[1] + 1:
+            p = pending[1]
+            pending = None
+            moved = last - first + 1
+            yield Finding(
+                "inserted",
+                p,
+                f"position {p}: event inserted (never sealed); the {moved} event(s) after "
+                "it were shifted by one position",
+            )
+            return
+        yield from flush_pending()
+        if first == last:
+            yield Finding(
+                "reordered",
+                first,
+                f"position {first}: event reordered (it was sealed at position {first - offset})",
+            )
+        else:
+            yield Finding(
+                "reordered",
+                first,
+                f"positions {first}-{last}: events reordered (sealed at positions "
+                f"{first - offset}-{last - offset})",
+            )
+
+    def flush_pending() -> Iterator[Finding]:
+        nonlocal pending
+        if pending is not None:
+            p = pending[1]
+            pending = None
+            yield Finding("changed", p, f"position {p}: event changed after it was sealed")
+
+    for kind, position, q in raw:
+        if kind == "reordered":
+            offset = position - q
+            if run is not None and run[2] == offset and run[1] + 1 == position:
+                run[1] = position
+                continue
+            yield from flush_run()
+            run = [position, position, offset]
+            continue
+        yield from flush_run()
+        yield from flush_pending()
+        if kind == "changed":
+            pending = (kind, position, q)
+        elif kind == "deleted":
+            yield Finding(
+                kind, position, f"position {position}: event deleted (sealed, now missing)"
+            )
+        elif kind == "inserted":
+            yield Finding(
+                kind,
+                position,
+                f"position {position}: event inserted (never sealed, amid sealed events)",
+            )
+        else:
+            yield Finding(
+                kind,
+                position,
+                f"position {position}: seal altered (its hash does not follow from the "
+                "seals before it: this seal, or the one before it, was rewritten)",
+            )
+    yield from flush_run()
+    yield from flush_pending()

@@ -1,0 +1,316 @@
+"""
+``audit verify``, streaming (ADR 0012): one pass over the log in pages, inside one read
+transaction of the store, with memory that does not grow with the log. Projections are
+rebuilt into a temporary SQLite database and compared with the stored views table by
+table, in key order; the chain is compared seal by seal. Never calls an adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Notification
+
+from vmsnap.adapters.chain import (
+    check_head,
+    compare,
+    events_page,
+    has_chain,
+    head,
+    row_digest,
+    sealed_at,
+    seals,
+)
+from vmsnap.adapters.store import PAGE, EventLog
+from vmsnap.adapters.views import TRACKING, CursorRows
+from vmsnap.domain.rules import need_unquiesce
+from vmsnap.domain.workflow import (
+    EVENT_TRIGGERS,
+    TERMINAL,
+    VM_SNAPSHOT_WORKFLOW,
+    VOLUME_SNAPSHOT_WORKFLOW,
+    Workflow,
+)
+from vmsnap.projections.cached_rows import CachedRows
+from vmsnap.projections.projector import project
+from vmsnap.projections.rows import TABLES
+from vmsnap.views import VerifyReport
+
+MAX_PROBLEMS = 200  # the report stays bounded too; the rest are counted
+WORKFLOWS = {"VmSnapshot": VM_SNAPSHOT_WORKFLOW, "VolumeSnapshot": VOLUME_SNAPSHOT_WORKFLOW}
+
+
+class Problems:
+    def __init__(self, limit: int = MAX_PROBLEMS) -> None:
+        self.items: list[str] = []
+        self.more = 0
+        self.limit = limit
+
+    def add(self, text: str) -> None:
+        if len(self.items) < self.limit:
+            self.items.append(text)
+        else:
+            self.more += 1
+
+    def report(self, events: int, head: tuple[int, str] | None) -> VerifyReport:
+        items = list(self.items)
+        if self.more:
+            items.append(f"... and {self.more} more problem(s)")
+        return VerifyReport(not items, events, tuple(items), head)
+
+
+class Tracked:
+    """What the rules need of one snapshot while it is in flight or frozen."""
+
+    __slots__ = ("answers", "frozen", "frozen_at", "kind", "state")
+
+    def __init__(self, kind: str, state: str) -> None:
+        self.kind = kind
+        self.state = state
+        self.frozen = False
+        self.frozen_at = 0
+        self.answers: dict[str, bool] = {}
+
+
+class Rules:
+    """
+    The workflow rules, checked event by event. Snapshots in flight (or frozen) are kept
+    in memory: at most one operation runs per VM, so they are bounded by the VMs. A
+    snapshot that settles (ready, failed, removed; thawed) moves to the temporary
+    database, from which a later revert or delete brings it back.
+    """
+
+    def __init__(self, temp: sqlite3.Cursor, problems: Problems) -> None:
+        self.temp = temp
+        self.problems = problems
+        self.active: dict[UUID, Tracked] = {}
+        temp.execute("CREATE TABLE settled (id BLOB PRIMARY KEY, kind TEXT, state TEXT)")
+
+    def check(self, event: Any, position: int) -> None:
+        kind, _, name = type(event).__qualname__.rpartition(".")
+        if kind not in ("VmSnapshot", "VolumeSnapshot", "SnapshotAggregate"):
+            return
+        oid = event.originator_id
+        if name == "Requested":
+            self.active[oid] = Tracked(kind, "allocated")
+            return
+        tracked = self.active.get(oid) or self._unsettle(oid)
+        if tracked is None:
+            self.problems.add(f"position {position}: {name} of an unknown snapshot {oid}")
+            return
+        trigger = EVENT_TRIGGERS.get(name)
+        if trigger is not None:
+            workflow: Workflow = WORKFLOWS[tracked.kind]
+            dest = workflow.table.get((trigger, tracked.state))
+            if dest is None:
+                self.problems.add(
+                    f"position {position}: {name} is not allowed in state {tracked.state!r}"
+                )
+            else:
+                tracked.state = dest
+        if name == "Quiesced" and event.result.frozen:
+            tracked.frozen, tracked.frozen_at = True, position
+        elif name == "Unquiesced" and event.thawed:
+            tracked.frozen = False
+        elif name == "DriverSnapshotTaken":
+            tracked.answers[event.pool_id] = event.need_unquiesce
+        elif name == "UnquiesceDecided":
+            self._decision(event, tracked, position)
+        if tracked.state in TERMINAL and not tracked.frozen:
+            self._settle(oid, tracked)
+
+    def _decision(self, event: Any, tracked: Tracked, position: int) -> None:
+        recorded = dict(event.answers)
+        if tracked.kind == "VmSnapshot" and tracked.answers and recorded != tracked.answers:
+            self.problems.add(f"position {position}: decision inputs differ from the answers taken")
+        if event.need_unquiesce != need_unquiesce(recorded.values()):
+            self.problems.add(
+                f"position {position}: need_unquiesce={event.need_unquiesce} is not the AND "
+                f"of the answers {recorded}"
+            )
+
+    def _settle(self, oid: UUID, tracked: Tracked) -> None:
+        self.temp.execute(
+            "INSERT OR REPLACE INTO settled VALUES (?, ?, ?)",
+            (oid.bytes, tracked.kind, tracked.state),
+        )
+        del self.active[oid]
+
+    def _unsettle(self, oid: UUID) -> Tracked | None:
+        self.temp.execute("SELECT kind, state FROM settled WHERE id=?", (oid.bytes,))
+        row = self.temp.fetchone()
+        if row is None:
+            return None
+        tracked = self.active[oid] = Tracked(row[0], row[1])
+        return tracked
+
+    def finish(self) -> None:
+        for oid, t in self.active.items():
+            if t.frozen and t.state in TERMINAL:
+                self.problems.add(
+                    f"snapshot {oid} ended {t.state} with its VM still frozen "
+                    f"(frozen at position {t.frozen_at}, no thaw recorded)"
+                )
+
+
+def _create_view_tables(c: sqlite3.Cursor) -> None:
+    # The same shape as adapters/views.py gives the stored view tables.
+    for table, cols in TABLES.items():
+        extra = "".join(f", {col}" for col in cols)
+        c.execute(
+            f"CREATE TABLE view_{table} "
+            f"(key TEXT PRIMARY KEY, seq INTEGER NOT NULL{extra}, doc TEXT NOT NULL)"
+        )
+        for col in cols:
+            c.execute(f"CREATE INDEX view_{table}_{col} ON view_{table} ({col}, seq)")
+
+
+# Key order must be code-point order on both sides of the merge in _compare_table.
+KEY_PAGE = {
+    "sqlite": "SELECT key, seq, doc FROM view_{table} WHERE key>? ORDER BY key LIMIT ?",
+    "postgres": (
+        'SELECT key, seq, doc FROM view_{table} WHERE key > %s COLLATE "C" '
+        'ORDER BY key COLLATE "C" LIMIT %s'
+    ),
+}
+
+
+def _rows_in_key_order(
+    c: Any, table: str, dialect: str = "sqlite"
+) -> Iterator[tuple[str, int, str]]:
+    last = ""
+    while True:
+        c.execute(KEY_PAGE[dialect].format(table=table), (last, PAGE))
+        page = [(str(r[0]), int(r[1]), str(r[2])) for r in c.fetchall()]
+        yield from page
+        if len(page) < PAGE:
+            return
+        last = page[-1][0]
+
+
+def _note(keys: list[str], key: str) -> None:
+    if len(keys) < 5:  # a few examples; the counts say how many
+        keys.append(key)
+
+
+def _compare_table(table: str, stored: Iterator[Any], rebuilt: Iterator[Any]) -> str | None:
+    only_stored: list[str] = []
+    only_rebuilt: list[str] = []
+    differ: list[str] = []
+    counts = [0, 0, 0]
+    a, b = next(stored, None), next(rebuilt, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and a[0] < b[0]):
+            assert a is not None
+            counts[0] += 1
+            _note(only_stored, a[0])
+            a = next(stored, None)
+        elif a is None or b[0] < a[0]:
+            counts[1] += 1
+            _note(only_rebuilt, b[0])
+            b = next(rebuilt, None)
+        else:
+            if (a[1], json.loads(a[2])) != (b[1], json.loads(b[2])):
+                counts[2] += 1
+                _note(differ, a[0])
+            a, b = next(stored, None), next(rebuilt, None)
+    if not any(counts):
+        return None
+    return (
+        f"view {table} differs from a rebuild from the log: {counts[0]} row(s) only stored "
+        f"{only_stored}, {counts[1]} row(s) only rebuilt {only_rebuilt}, {counts[2]} row(s) "
+        f"differ {differ}"
+    )
+
+
+def verify(log: EventLog, kept_head: tuple[int, str] | None = None) -> VerifyReport:
+    """
+    Replay the whole log and check it (see :mod:`vmsnap.verify`); memory stays flat.
+    ``kept_head``: a chain head (position, hex hash) an earlier verify printed, kept
+    elsewhere; the chain must still pass through it (ADR 0011).
+    """
+    problems = Problems()
+    recorder: Any = log.recorder
+    events_table = recorder.events_table_name
+    temp = sqlite3.connect("")  # a private temporary database on disk, gone when closed
+    try:
+        tc, rc = temp.cursor(), temp.cursor()
+        _create_view_tables(tc)
+        rules = Rules(rc, problems)
+        rows = CachedRows(CursorRows(tc))
+        dialect = "postgres" if log.on_postgres else "sqlite"
+        with recorder.datastore.transaction(commit=False) as c:
+            if dialect == "postgres":
+                from psycopg.rows import tuple_row  # the postgres extra, there on PostgreSQL
+
+                # One consistent copy of the log, views and chain while others write.
+                c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                c.execute(f'SET LOCAL search_path TO "{recorder.datastore.schema}"')
+                c = c.connection.cursor(row_factory=tuple_row)
+            c.execute(f"SELECT position FROM {TRACKING} WHERE name='views'")
+            projected = int(c.fetchone()[0])
+            count = 0
+
+            def events() -> Iterator[tuple[int, bytes]]:
+                nonlocal count
+                position = 0
+                while True:
+                    page = events_page(c, events_table, position, dialect)
+                    for row in page:
+                        position = int(row[0])
+                        count += 1
+                        _replay(log, row, position <= projected, rules, rows, problems)
+                        yield position, row_digest(row)
+                    if len(page) < PAGE:
+                        return
+
+            last_seal: tuple[int, str] | None = None
+            if has_chain(c, dialect):
+                for finding in compare(events(), seals(c, dialect), sealed_at(c, dialect)):
+                    problems.add(finding.message)
+                last_seal = head(c, dialect)
+                rewritten = None if kept_head is None else check_head(c, kept_head, dialect)
+                if rewritten is not None:
+                    problems.add(rewritten.message)
+            else:
+                for _ in events():
+                    pass
+                if count:
+                    problems.add("the log has no seals: its chain table is missing")
+            rules.finish()
+            rows.flush()
+            for table in TABLES:
+                diff = _compare_table(
+                    table, _rows_in_key_order(c, table, dialect), _rows_in_key_order(tc, table)
+                )
+                if diff is not None:
+                    problems.add(diff)
+        return problems.report(count, last_seal)
+    finally:
+        temp.close()
+
+
+def _replay(
+    log: EventLog, row: Any, projected: bool, rules: Rules, rows: CachedRows, problems: Problems
+) -> None:
+    position = int(row[0])
+    try:
+        event: Any = log.mapper.to_domain_event(
+            Notification(
+                id=position,
+                originator_id=UUID(str(row[1])),
+                originator_version=int(row[2]),
+                topic=str(row[3]),
+                state=bytes(row[4]) if not isinstance(row[4], str) else row[4].encode(),
+            )
+        )
+    except Exception as e:  # any stored bytes may be damaged: report, do not stop
+        problems.add(f"position {position}: the stored event cannot be read: {e}")
+        return
+    rules.check(event, position)
+    if projected:
+        project(event, rows, position)

@@ -20,6 +20,7 @@ from vmsnap.adapters.chain import CHAIN
 from vmsnap.domain.exceptions import StoreError
 
 EVENTS_TABLE = "vmsnap_events"  # eventsourcing names it after the application, EventLog
+SNAPSHOTS_TABLE = "vmsnap_snapshots"  # the VM records' snapshots (EventLog)
 TRACKING_TABLE = "view_tracking"  # adapters/pg_views.py
 MIGRATION_LOCK = "vmsnap store migrate"  # the advisory lock concurrent migrations queue on
 INSERT_ATTEMPTS = 3
@@ -61,7 +62,7 @@ def opening(env: dict[str, str], shown: str, *, migrate: bool) -> Iterator[None]
             if not migrate:
                 missing = [
                     t
-                    for t in (EVENTS_TABLE, TRACKING_TABLE, CHAIN)
+                    for t in (EVENTS_TABLE, SNAPSHOTS_TABLE, TRACKING_TABLE, CHAIN)
                     if conn.execute("SELECT to_regclass(%s)", (f"{schema}.{t}",)).fetchone()
                     == (None,)
                 ]

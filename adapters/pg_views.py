@@ -20,6 +20,7 @@ from vmsnap.adapters.pg_store import MIGRATION_LOCK, TRACKING_TABLE, notificatio
 from vmsnap.adapters.store import PAGE, EventLog, store_failure
 from vmsnap.adapters.views import Projector
 from vmsnap.domain.exceptions import StoreError
+from vmsnap.projections.cached_rows import CachedRows
 from vmsnap.projections.rows import TABLES, Doc, MemoryRows
 
 
@@ -138,7 +139,7 @@ class PostgresViews:
             # the one that waited then reads the position the other one left.
             c.execute(f"SELECT position FROM {self.tracking} WHERE name='views' FOR UPDATE")
             position = int(c.fetchone()["position"])
-            rows = PgCursorRows(c, self.schema)
+            rows = CachedRows(PgCursorRows(c, self.schema))  # one write per row touched
             start = position
             # Events commit in notification_id order (the recorder locks the table for
             # each insert), so nothing can appear later below a position already read.
@@ -157,6 +158,7 @@ class PostgresViews:
                         position = page[-1]["notification_id"]
                     break
                 position = page[-1]["notification_id"]
+            rows.flush()
             if position != start:
                 c.execute(f"UPDATE {self.tracking} SET position=%s WHERE name='views'", (position,))
             chain.seal(plain_rows(c), self.events, "postgres")  # same transaction (ADR 0011)

@@ -25,9 +25,11 @@ from eventsourcing.utils import Environment
 
 from vmsnap.adapters.transcodings import register_domain_transcodings
 from vmsnap.domain.exceptions import ConfigError, StoreError
+from vmsnap.domain.vm import Vm
 
 PAGE = 1000  # BRIEF: read the log in pages of 1000.
 LOCK_TIMEOUT_S = 10
+SNAPSHOT_EVERY = 50  # versions between snapshots of a VM record
 POSTGRES = "eventsourcing.postgres"
 
 #: URL query parameter -> eventsourcing PostgreSQL setting, with vmsnap's default.
@@ -146,10 +148,13 @@ class EventLog(Application[uuid.UUID]):
 
     name = "vmsnap"
     log_section_size = PAGE
+    # A VM record's history grows with every operation on the VM; loading it from a
+    # snapshot keeps each operation's cost flat however long the history (ADR 0015).
+    snapshotting_intervals = {Vm: SNAPSHOT_EVERY}
 
     def construct_env(self, name: str, env: Any = None) -> Environment:
         # Embedding-safe: configured by vmsnap alone, not by the host's os.environ.
-        return Environment(name, dict(env or {}))
+        return Environment(name, {**(env or {}), "IS_SNAPSHOTTING_ENABLED": "y"})
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

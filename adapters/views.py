@@ -17,6 +17,7 @@ from eventsourcing.persistence import Notification
 
 from vmsnap.adapters.chain import seal
 from vmsnap.adapters.store import PAGE, EventLog
+from vmsnap.projections.cached_rows import CachedRows
 from vmsnap.projections.rows import TABLES, Doc, MemoryRows
 
 TRACKING = "view_tracking"
@@ -139,30 +140,41 @@ class SqliteViews:
             yield c
 
     @contextmanager
-    def writing(self) -> Iterator[Any]:
+    def writing(self, *, durable: bool = True) -> Iterator[Any]:
         """
         A transaction that holds the write lock from its start (BEGIN IMMEDIATE): one that
         reads and then writes fails at once, without waiting, when another process
         committed in between; this one waits its turn instead.
+
+        ``durable=False``: commit without waiting for the disk (synchronous=NORMAL). For
+        what the log can rebuild (views, seals): a power cut loses at most that commit
+        and the ones after it (WAL frames reach the disk in order), never an event
+        committed before; the next catch-up redoes the work.
         """
         with self.datastore.get_connection(commit=True) as conn:
             cursor = conn.cursor()
-            cursor.execute("BEGIN IMMEDIATE")
+            if not durable:
+                cursor.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield cursor
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.commit()
+                cursor.execute("BEGIN IMMEDIATE")
+                try:
+                    yield cursor
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
+            finally:
+                if not durable:
+                    cursor.execute("PRAGMA synchronous=FULL")
 
     def catch_up(self) -> int:
         """
         Project every event recorded after the tracking position; return the new position.
         """
-        with self._lock, self.writing() as c:
+        with self._lock, self.writing(durable=False) as c:
             c.execute(f"SELECT position FROM {TRACKING} WHERE name='views'")
             position = int(c.fetchone()[0])
-            rows = CursorRows(c)
+            rows = CachedRows(CursorRows(c))  # one write per row touched, not per event
             start = position
             # Read the log through this transaction's own connection: asking the pool for
             # a reader while holding the writer deadlocks (memory stores, busy threads).
@@ -181,6 +193,7 @@ class SqliteViews:
                         position = page[-1]["rowid"]
                     break
                 position = page[-1]["rowid"]
+            rows.flush()
             if position != start:
                 c.execute(f"UPDATE {TRACKING} SET position=? WHERE name='views'", (position,))
             seal(c, table)  # the tamper-evident chain, in this same transaction (ADR 0011)

@@ -4,6 +4,7 @@ The Controller end to end: a real SQLite store file and a simulated world in tmp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -1042,3 +1043,23 @@ def test_closing_a_controller_closes_its_store_and_its_simulated_world(tmp_path:
     # SQLite removes a database's -wal file when its last connection closes.
     assert not (tmp_path / f"{STORE_FILE}-wal").exists()
     assert not (tmp_path / f"{STATE_FILE}-wal").exists()
+
+
+def test_a_vm_record_with_a_long_history_is_loaded_from_its_snapshot_and_stays_correct(
+    tmp_path: Path,
+) -> None:
+    with Controller.from_config(write_config(tmp_path, max_vm_snapshots_per_vm=3)) as ctrl:
+        kept = ctrl.create_vm_snapshot("vm-plain", name="kept")
+        for n in range(12):  # about 5 VM-record events each: past the snapshot interval
+            snap = ctrl.create_vm_snapshot("vm-plain", name=f"n{n}")
+            ctrl.delete_vm_snapshot(snap.id)
+        with contextlib.closing(sqlite3.connect(tmp_path / STORE_FILE)) as conn:
+            [(snapshots,)] = conn.execute("SELECT count(*) FROM stored_snapshots").fetchall()
+        assert snapshots >= 1
+
+        # The record loaded from its snapshot still knows names, limits and the tree.
+        with pytest.raises(InvalidRequest, match="already has a snapshot named 'kept'"):
+            ctrl.create_vm_snapshot("vm-plain", name="kept")
+        child = ctrl.create_vm_snapshot("vm-plain", name="n0")
+        assert child.parent_id == kept.id
+        assert ctrl.audit_verify().ok

@@ -317,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"store is ready ({position} events)")
         return EXIT_OK
-    if cmd == "vm-snapshots" and action == "list":
+    if cmd == "vm-snapshots" and action == "list" and not args.recover:
         quick = _list_from_current_views(args)
         if quick is not None:
             return quick

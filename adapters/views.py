@@ -65,6 +65,20 @@ def _table(name: str) -> str:
     return f"view_{name}"
 
 
+def create_view_tables(c: Any) -> None:
+    """The SQLite view tables of :data:`TABLES`, each row a JSON doc with indexed columns."""
+    for table, cols in TABLES.items():
+        extra = "".join(f", {col}" for col in cols)
+        c.execute(
+            f"CREATE TABLE IF NOT EXISTS {_table(table)} "
+            f"(key TEXT PRIMARY KEY, seq INTEGER NOT NULL{extra}, doc TEXT NOT NULL)"
+        )
+        for col in cols:
+            c.execute(
+                f"CREATE INDEX IF NOT EXISTS {_table(table)}_{col} ON {_table(table)} ({col}, seq)"
+            )
+
+
 class CursorRows:
     """
     :class:`~vmsnap.projections.rows.Rows` on an open SQLite cursor (inside a transaction).
@@ -117,17 +131,7 @@ class SqliteViews:
             if c.fetchone() is not None:
                 return  # already there: opening a store stays read-only
         with self.writing() as c:
-            for table, cols in TABLES.items():
-                extra = "".join(f", {col}" for col in cols)
-                c.execute(
-                    f"CREATE TABLE IF NOT EXISTS {_table(table)} "
-                    f"(key TEXT PRIMARY KEY, seq INTEGER NOT NULL{extra}, doc TEXT NOT NULL)"
-                )
-                for col in cols:
-                    c.execute(
-                        f"CREATE INDEX IF NOT EXISTS {_table(table)}_{col} "
-                        f"ON {_table(table)} ({col}, seq)"
-                    )
+            create_view_tables(c)
             c.execute(
                 f"CREATE TABLE IF NOT EXISTS {TRACKING} "
                 "(name TEXT PRIMARY KEY, position INTEGER NOT NULL)"

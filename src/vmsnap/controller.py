@@ -642,13 +642,7 @@ class Controller:
             return age.total_seconds() < self.config.limits.operation_timeout_s
         if pid == str(os.getpid()):
             return owner in _OPEN_OWNERS  # another Controller of this process, if still open
-        try:
-            os.kill(int(pid), 0)
-        except (ProcessLookupError, ValueError):
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_alive(pid)
 
     def _recover_vm(self, vm_id: str) -> VmSnapshotView | VolumeSnapshotView:
         record = self._vm_record(vm_id)
@@ -691,6 +685,17 @@ class Controller:
             record.end(sid, agg.state)
             steps.save(record)
         return self.get_volume_snapshot(sid)
+
+
+def pid_alive(pid: str) -> bool:
+    """Whether the process ``pid`` of this host runs (one we may not signal counts)."""
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _free_default_name(record: Vm, vm_id: str) -> str:

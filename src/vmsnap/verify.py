@@ -26,7 +26,7 @@ from vmsnap.adapters.chain import (
     seals,
 )
 from vmsnap.adapters.store import PAGE, EventLog
-from vmsnap.adapters.views import TRACKING, CursorRows
+from vmsnap.adapters.views import TRACKING, CursorRows, create_view_tables
 from vmsnap.domain.rules import need_unquiesce
 from vmsnap.domain.workflow import (
     EVENT_TRIGGERS,
@@ -157,18 +157,6 @@ class Rules:
                 )
 
 
-def _create_view_tables(c: sqlite3.Cursor) -> None:
-    # The same shape as adapters/views.py gives the stored view tables.
-    for table, cols in TABLES.items():
-        extra = "".join(f", {col}" for col in cols)
-        c.execute(
-            f"CREATE TABLE view_{table} "
-            f"(key TEXT PRIMARY KEY, seq INTEGER NOT NULL{extra}, doc TEXT NOT NULL)"
-        )
-        for col in cols:
-            c.execute(f"CREATE INDEX view_{table}_{col} ON view_{table} ({col}, seq)")
-
-
 # Key order must be code-point order on both sides of the merge in _compare_table.
 KEY_PAGE = {
     "sqlite": "SELECT key, seq, doc FROM view_{table} WHERE key>? ORDER BY key LIMIT ?",
@@ -239,7 +227,7 @@ def verify(log: EventLog, kept_head: tuple[int, str] | None = None) -> VerifyRep
     temp = sqlite3.connect("")  # a private temporary database on disk, gone when closed
     try:
         tc, rc = temp.cursor(), temp.cursor()
-        _create_view_tables(tc)
+        create_view_tables(tc)  # the stored views' shape
         rules = Rules(rc, problems)
         rows = CachedRows(CursorRows(tc))
         dialect = "postgres" if log.on_postgres else "sqlite"

@@ -20,7 +20,7 @@ from eventsourcing.persistence import IntegrityError
 
 from vmsnap.api.auth import Principal
 from vmsnap.api.errors import CONFLICT, INTERNAL_ERROR, PARAM_ERROR, ApiError, Unauthenticated
-from vmsnap.controller import Controller
+from vmsnap.controller import Controller, pid_alive
 from vmsnap.domain.api_job import PENDING, ApiJob
 from vmsnap.domain.exceptions import InvalidRequest, OperationInProgress
 
@@ -145,13 +145,7 @@ class Jobs:
         host, pid = [*job.owner.split(":"), "", ""][:2]
         if host != socket.gethostname() or pid == str(os.getpid()):
             return True
-        try:
-            os.kill(int(pid), 0)
-        except (ProcessLookupError, ValueError):
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_alive(pid)
 
 
 def _run(work: Work, on_claimed: Callable[[str], None]) -> Outcome:

@@ -444,3 +444,20 @@ def test_a_vm_whose_domain_the_host_does_not_have_is_refused_and_nothing_is_reco
         for file in world.qcow2_files():
             assert qemu_img_snapshots(file) == [], file
         assert libvirt_snapshots(ctrl) == set()
+
+
+def test_a_qcow2_volume_snapshot_is_deleted_by_the_name_it_was_taken_with(
+    ctrl: Controller, world: World
+) -> None:
+    # take_snapshot answers "<file>@<name>"; the delete must name the snapshot itself.
+    file = world.files["data"]
+    snap = ctrl.create_volume_snapshot("data", quiesce=True)
+    assert snap.state == "ready", snap.error
+    assert qemu_img_snapshots(file) == [f"vmsnap-{snap.id}"]
+
+    deleted = ctrl.delete_volume_snapshot(snap.id)
+
+    assert (deleted.state, deleted.error) == ("removed", None)
+    assert qemu_img_snapshots(file) == []
+    assert not guest_is_frozen(ctrl)
+    assert ctrl.audit_verify().ok

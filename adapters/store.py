@@ -8,13 +8,13 @@ from __future__ import annotations
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attrs
-from eventsourcing.application import Application
+from eventsourcing.application import Application, Repository
 from eventsourcing.persistence import (
     JSONTranscoder,
     Notification,
@@ -141,6 +141,22 @@ def _postgres_env(url: str) -> dict[str, str]:
     return env
 
 
+def _mutate_all(aggregate: Any, events: Iterable[Any]) -> Any:
+    # eventsourcing's default projector asserts each event against a runtime-checkable
+    # Protocol, which cost about a tenth of a create (profiled); these events are ours.
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
+
+
+class _Repository(Repository[uuid.UUID]):
+    """The library's repository, replaying events with :func:`_mutate_all`."""
+
+    def get(self, aggregate_id: uuid.UUID, *, version: int | None = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("projector_func", _mutate_all)
+        return super().get(aggregate_id, version=version, **kwargs)
+
+
 class EventLog(Application[uuid.UUID]):
     """
     The eventsourcing application that records vmsnap's events.
@@ -155,6 +171,9 @@ class EventLog(Application[uuid.UUID]):
     def construct_env(self, name: str, env: Any = None) -> Environment:
         # Embedding-safe: configured by vmsnap alone, not by the host's os.environ.
         return Environment(name, {**(env or {}), "IS_SNAPSHOTTING_ENABLED": "y"})
+
+    def construct_repository(self) -> Repository[uuid.UUID]:
+        return _Repository(event_store=self.events, snapshot_store=self.snapshots)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

@@ -4,6 +4,9 @@ A real ``vmsnap serve`` process on a free loopback port, and ``cs`` clients for 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -11,8 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
-from cs import CloudStack
+from cs import CloudStack, CloudStackApiException
 
 from tests.e2e.conftest import TIMEOUT_S, start, write_config
 
@@ -70,19 +72,26 @@ class Server:
             cwd=self.folder,
             env={SECRET_ENV: SECRET},
         )
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            if self.proc.poll() is not None:
-                _, err = self.proc.communicate()
-                raise AssertionError(f"serve exited {self.proc.returncode}: {err}")
-            try:
-                # Another path: answered (404) without touching the API or the log.
-                requests.get(f"http://127.0.0.1:{self.port}/", timeout=1)
-                return self
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise AssertionError("serve did not answer in time") from None
-                time.sleep(0.05)
+        # Wait for the server to say it listens (the socket is bound and listening before it
+        # says so): a line on its standard error, or its end.
+        assert self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()  # raw reads: nothing waits unseen in a buffer
+        said = b""
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            deadline = time.monotonic() + WAIT_S
+            while b"serving on " not in said:
+                if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                    raise AssertionError(f"serve did not say it was serving in {WAIT_S:g} s")
+                chunk = os.read(fd, 4096)
+                if not chunk:  # end of its output: it exited
+                    _, err = self.proc.communicate()
+                    raise AssertionError(
+                        f"serve exited {self.proc.returncode}: {said.decode()}{err}"
+                    )
+                said += chunk
+        self.stderr = said.decode()
+        return self
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Stop the server (once; later calls change nothing) and return its exit code."""
@@ -90,7 +99,8 @@ class Server:
         if self.proc.returncode is None:
             if self.proc.poll() is None:
                 self.proc.send_signal(sig)
-            _, self.stderr = self.proc.communicate(timeout=TIMEOUT_S)
+            _, rest = self.proc.communicate(timeout=TIMEOUT_S)
+            self.stderr += rest
         return self.proc.returncode
 
     def client(self, key: str | None = KEY, secret: str | None = SECRET, **kw: Any) -> CloudStack:
@@ -107,11 +117,11 @@ class Server:
 
 
 def wait_for_job(client: CloudStack, jobid: str) -> dict[str, Any]:
-    """Poll queryAsyncJobResult until the job is no longer pending; return its answer."""
-    deadline = time.monotonic() + TIMEOUT_S
-    while True:
-        job: dict[str, Any] = client.queryAsyncJobResult(jobid=jobid)
-        if job["jobstatus"] != 0:
-            return job
-        assert time.monotonic() < deadline, f"job {jobid} still pending"
-        time.sleep(0.05)
+    """
+    Wait for the job as a CloudStack client does (``cs`` polls queryAsyncJobResult itself
+    with ``fetch_result``), then return its whole answer.
+    """
+    with contextlib.suppress(CloudStackApiException):  # a failed job: answered below too
+        client.queryAsyncJobResult(jobid=jobid, fetch_result=True)
+    job: dict[str, Any] = client.queryAsyncJobResult(jobid=jobid)
+    return job

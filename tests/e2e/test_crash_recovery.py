@@ -32,6 +32,7 @@ STORE = "store.db"
 VM = "vm-kvm"
 VOLUMES = (("k-root", "primary-1"), ("k-data", "netapp-1"))
 WAIT_S = 30.0
+LOOK_AGAIN_S = 0.02  # how long each wait on the controller process lasts
 CMD_TIMEOUT_S = 60
 CREATE = ("vm-snapshots", "create", "--vm", VM, "--quiesce")
 HANG_S = 120  # the delayed call outlives the test: the process is always killed inside it
@@ -101,11 +102,16 @@ def vmsnap(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def wait_for(condition: Callable[[], bool], what: str, proc: subprocess.Popen[str]) -> None:
+    """
+    Wait until ``condition`` holds, looking again each time the controller process has
+    not ended within a short wait on it; its end first is a failure.
+    """
     deadline = time.monotonic() + WAIT_S
     while not condition():
-        assert proc.poll() is None, f"the controller exited ({proc.returncode}) before {what}"
         assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.02)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=LOOK_AGAIN_S)
+            raise AssertionError(f"the controller exited ({proc.returncode}) before {what}")
 
 
 def _stored(folder: Path, event: str) -> bool:

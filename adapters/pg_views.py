@@ -6,7 +6,6 @@ controller process reads views that are as current as the log when it asks (ADR 
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from psycopg.rows import tuple_row
 from vmsnap.adapters import chain
 from vmsnap.adapters.pg_store import MIGRATION_LOCK, TRACKING_TABLE, notification
 from vmsnap.adapters.store import PAGE, EventLog, store_failure
-from vmsnap.adapters.views import Projector
+from vmsnap.adapters.views import CursorRows, Projector
 from vmsnap.domain.exceptions import StoreError
 from vmsnap.projections.cached_rows import CachedRows
 from vmsnap.projections.rows import TABLES, Doc, MemoryRows
@@ -29,44 +28,20 @@ def plain_rows(cursor: Any) -> Any:
     return cursor.connection.cursor(row_factory=tuple_row)
 
 
-class PgCursorRows:
+class PgCursorRows(CursorRows):
     """
-    :class:`~vmsnap.projections.rows.Rows` on an open psycopg cursor (inside a transaction).
+    :class:`CursorRows` on a psycopg cursor with tuple rows (:func:`plain_rows`), in the
+    store's schema.
     """
 
+    mark = "%s"
+
     def __init__(self, cursor: Any, schema: str) -> None:
-        self.c = cursor
+        super().__init__(plain_rows(cursor))
         self.schema = schema
 
     def table(self, name: str) -> str:
         return f'"{self.schema}".view_{name}'
-
-    def get(self, table: str, key: str) -> Doc | None:
-        self.c.execute(f"SELECT doc FROM {self.table(table)} WHERE key=%s", (key,))
-        row = self.c.fetchone()
-        return None if row is None else dict(json.loads(row["doc"]))
-
-    def put(self, table: str, key: str, doc: Doc, seq: int) -> None:
-        cols = TABLES[table]
-        values = [doc.get(col) for col in cols]
-        names = ", ".join(("key", "seq", *cols, "doc"))
-        marks = ", ".join(["%s"] * (len(cols) + 3))
-        updates = ", ".join(f"{col}=excluded.{col}" for col in (*cols, "doc"))
-        self.c.execute(
-            f"INSERT INTO {self.table(table)} ({names}) VALUES ({marks}) "
-            f"ON CONFLICT(key) DO UPDATE SET {updates}",
-            (key, seq, *values, json.dumps(doc, sort_keys=True)),
-        )
-
-    def delete(self, table: str, key: str) -> None:
-        self.c.execute(f"DELETE FROM {self.table(table)} WHERE key=%s", (key,))
-
-    def find(self, table: str, column: str, value: Any) -> list[Doc]:
-        assert column in TABLES[table]
-        self.c.execute(
-            f"SELECT doc FROM {self.table(table)} WHERE {column}=%s ORDER BY seq", (value,)
-        )
-        return [dict(json.loads(r["doc"])) for r in self.c.fetchall()]
 
 
 class PostgresViews:
@@ -188,29 +163,9 @@ class PostgresViews:
     def select(
         self, table: str, where: dict[str, Any], exclude_state: str | None = None
     ) -> list[Doc]:
-        """
-        Rows of ``table`` matching ``where`` (indexed columns), in creation order.
-        """
-        clauses = [f"{col}=%s" for col in where]
-        params = list(where.values())
-        if exclude_state is not None:
-            clauses.append("state!=%s")
-            params.append(exclude_state)
         with self.transaction(commit=False) as c:
-            sql = f"SELECT doc FROM {PgCursorRows(c, self.schema).table(table)}"
-            if clauses:
-                sql += " WHERE " + " AND ".join(clauses)
-            c.execute(sql + " ORDER BY seq", params)
-            return [dict(json.loads(r["doc"])) for r in c.fetchall()]
+            return PgCursorRows(c, self.schema).select(table, where, exclude_state)
 
     def dump(self) -> MemoryRows:
-        """
-        Every stored row, for comparison with a rebuild from the log.
-        """
-        rows = MemoryRows()
         with self.transaction(commit=False) as c:
-            for table in TABLES:
-                c.execute(f"SELECT key, seq, doc FROM {PgCursorRows(c, self.schema).table(table)}")
-                for r in c.fetchall():
-                    rows.tables[table][r["key"]] = (r["seq"], json.loads(r["doc"]))
-        return rows
+            return PgCursorRows(c, self.schema).dump()

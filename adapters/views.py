@@ -81,14 +81,20 @@ def create_view_tables(c: Any) -> None:
 
 class CursorRows:
     """
-    :class:`~vmsnap.projections.rows.Rows` on an open SQLite cursor (inside a transaction).
+    :class:`~vmsnap.projections.rows.Rows` on an open cursor inside a transaction, rows as
+    tuples; SQLite's dialect (``PgCursorRows`` changes the placeholder and table names).
     """
+
+    mark = "?"
 
     def __init__(self, cursor: Any) -> None:
         self.c = cursor
 
+    def table(self, name: str) -> str:
+        return _table(name)
+
     def get(self, table: str, key: str) -> Doc | None:
-        self.c.execute(f"SELECT doc FROM {_table(table)} WHERE key=?", (key,))
+        self.c.execute(f"SELECT doc FROM {self.table(table)} WHERE key={self.mark}", (key,))
         row = self.c.fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
@@ -96,21 +102,48 @@ class CursorRows:
         cols = TABLES[table]
         values = [doc.get(col) for col in cols]
         names = ", ".join(("key", "seq", *cols, "doc"))
-        marks = ", ".join("?" * (len(cols) + 3))
+        marks = ", ".join([self.mark] * (len(cols) + 3))
         updates = ", ".join(f"{col}=excluded.{col}" for col in (*cols, "doc"))
         self.c.execute(
-            f"INSERT INTO {_table(table)} ({names}) VALUES ({marks}) "
+            f"INSERT INTO {self.table(table)} ({names}) VALUES ({marks}) "
             f"ON CONFLICT(key) DO UPDATE SET {updates}",
             (key, seq, *values, json.dumps(doc, sort_keys=True)),
         )
 
     def delete(self, table: str, key: str) -> None:
-        self.c.execute(f"DELETE FROM {_table(table)} WHERE key=?", (key,))
+        self.c.execute(f"DELETE FROM {self.table(table)} WHERE key={self.mark}", (key,))
 
     def find(self, table: str, column: str, value: Any) -> list[Doc]:
         assert column in TABLES[table]
-        self.c.execute(f"SELECT doc FROM {_table(table)} WHERE {column}=? ORDER BY seq", (value,))
+        return self.select(table, {column: value})
+
+    def select(
+        self, table: str, where: dict[str, Any], exclude_state: str | None = None
+    ) -> list[Doc]:
+        """
+        Rows of ``table`` matching ``where`` (indexed columns), in creation order.
+        """
+        clauses = [f"{col}={self.mark}" for col in where]
+        params = list(where.values())
+        if exclude_state is not None:
+            clauses.append(f"state!={self.mark}")
+            params.append(exclude_state)
+        sql = f"SELECT doc FROM {self.table(table)}"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        self.c.execute(sql + " ORDER BY seq", params)
         return [dict(json.loads(r[0])) for r in self.c.fetchall()]
+
+    def dump(self) -> MemoryRows:
+        """
+        Every stored row, for comparison with a rebuild from the log.
+        """
+        rows = MemoryRows()
+        for table in TABLES:
+            self.c.execute(f"SELECT key, seq, doc FROM {self.table(table)}")
+            for key, seq, doc in self.c.fetchall():
+                rows.tables[table][key] = (seq, json.loads(doc))
+        return rows
 
 
 class SqliteViews:
@@ -226,29 +259,9 @@ class SqliteViews:
     def select(
         self, table: str, where: dict[str, Any], exclude_state: str | None = None
     ) -> list[Doc]:
-        """
-        Rows of ``table`` matching ``where`` (indexed columns), in creation order.
-        """
-        clauses = [f"{col}=?" for col in where]
-        params = list(where.values())
-        if exclude_state is not None:
-            clauses.append("state!=?")
-            params.append(exclude_state)
-        sql = f"SELECT doc FROM {_table(table)}"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
         with self.transaction(commit=False) as c:
-            c.execute(sql + " ORDER BY seq", params)
-            return [dict(json.loads(r[0])) for r in c.fetchall()]
+            return CursorRows(c).select(table, where, exclude_state)
 
     def dump(self) -> MemoryRows:
-        """
-        Every stored row, for comparison with a rebuild from the log.
-        """
-        rows = MemoryRows()
         with self.transaction(commit=False) as c:
-            for table in TABLES:
-                c.execute(f"SELECT key, seq, doc FROM {_table(table)}")
-                for key, seq, doc in c.fetchall():
-                    rows.tables[table][key] = (seq, json.loads(doc))
-        return rows
+            return CursorRows(c).dump()

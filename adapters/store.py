@@ -16,9 +16,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import attrs
 from eventsourcing.application import Application, Repository
 from eventsourcing.persistence import (
+    IntegrityError,
     JSONTranscoder,
     Notification,
-    OperationalError,
     PersistenceError,
 )
 from eventsourcing.utils import Environment
@@ -197,7 +197,9 @@ class EventLog(Application[uuid.UUID]):
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         try:
             return super().save(*objs, **kwargs)
-        except OperationalError as e:
+        except IntegrityError:
+            raise  # a version conflict: the caller decides (OperationInProgress, a retry)
+        except PersistenceError as e:
             # A lock timeout or a lost server: say so plainly (exit 2), not as a trace.
             raise StoreError(store_failure(e)) from None
 

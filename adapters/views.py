@@ -7,16 +7,18 @@ ProjectionRunner needs subscriptions, which SQLite lacks).
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 from uuid import UUID
 
-from eventsourcing.persistence import Notification
+from eventsourcing.persistence import Notification, PersistenceError
 
 from vmsnap.adapters.chain import seal
-from vmsnap.adapters.store import PAGE, EventLog
+from vmsnap.adapters.store import PAGE, EventLog, store_failure
+from vmsnap.domain.exceptions import StoreError
 from vmsnap.projections.cached_rows import CachedRows
 from vmsnap.projections.rows import TABLES, Doc, MemoryRows
 
@@ -63,6 +65,16 @@ def _notification(row: Any) -> Notification:
 
 def _table(name: str) -> str:
     return f"view_{name}"
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    # As on PostgreSQL (pg_views): a view read or write the store refuses (locked past
+    # its timeout, not a database) is a StoreError that says why.
+    try:
+        yield
+    except (PersistenceError, sqlite3.Error) as e:
+        raise StoreError(store_failure(e)) from None
 
 
 def create_view_tables(c: Any) -> None:
@@ -173,7 +185,7 @@ class SqliteViews:
 
     @contextmanager
     def transaction(self, *, commit: bool = True) -> Iterator[Any]:
-        with self.datastore.transaction(commit=commit) as c:
+        with _store_errors(), self.datastore.transaction(commit=commit) as c:
             yield c
 
     @contextmanager
@@ -188,7 +200,7 @@ class SqliteViews:
         and the ones after it (WAL frames reach the disk in order), never an event
         committed before; the next catch-up redoes the work.
         """
-        with self.datastore.get_connection(commit=True) as conn:
+        with _store_errors(), self.datastore.get_connection(commit=True) as conn:
             cursor = conn.cursor()
             if not durable:
                 cursor.execute("PRAGMA synchronous=NORMAL")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,6 +103,7 @@ class Controller:
             self._views: ViewStore = open_views(self._log, project, migrate=migrate)
         except PersistenceError as e:
             self._log.close()
+            self._wiring.close()
             raise StoreError(f"cannot open store: {e}") from None
         except StoreError:
             self._log.close()
@@ -591,8 +591,6 @@ class Controller:
             raise OperationInProgress(
                 f"VM {record.vm_id} has another operation in progress"
             ) from None
-        except PersistenceError as e:  # e.g. locked past its timeout: nothing was recorded
-            raise StoreError(f"cannot record the operation on VM {record.vm_id}: {e}") from None
         if on_claimed is not None and record.in_flight is not None:
             # A failing callback must not leave the VM claimed with no flow running.
             with contextlib.suppress(Exception):
@@ -614,15 +612,12 @@ class Controller:
     def _done(self, sid: str) -> None:
         self._running.discard(sid)
         # The operation is recorded; views that cannot catch up now do so on the next read.
-        with contextlib.suppress(PersistenceError, sqlite3.Error, StoreError):
+        with contextlib.suppress(StoreError):
             self._views.catch_up()
 
     def _views_current(self) -> ViewStore:
         if self._views.position() < self._log.max_position():
-            try:
-                self._views.catch_up()
-            except (PersistenceError, sqlite3.Error) as e:
-                raise StoreError(f"cannot bring the views up to date: {e}") from None
+            self._views.catch_up()
         return self._views
 
     def _owner_alive(self, owner: Any, sid: str, since: str | None) -> bool:

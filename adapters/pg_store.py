@@ -21,7 +21,7 @@ from vmsnap.domain.exceptions import StoreError
 
 EVENTS_TABLE = "vmsnap_events"  # eventsourcing names it after the application, EventLog
 SNAPSHOTS_TABLE = "vmsnap_snapshots"  # the VM records' snapshots (EventLog)
-TRACKING_TABLE = "view_tracking"  # adapters/pg_views.py
+TRACKING_TABLE = "view_tracking"  # adapters/pg_view_store.py
 MIGRATION_LOCK = "vmsnap store migrate"  # the advisory lock concurrent migrations queue on
 INSERT_ATTEMPTS = 3
 

@@ -3,7 +3,7 @@ Read-only queries on an SQLite store's view tables that need neither eventsourci
 the domain, so a CLI list starts in a fraction of the time (ADR 0015).
 
 Answers only when it is sure: the file exists, the views are current with the log, the
-tables have the shape ``adapters/views.py`` creates. Otherwise it answers ``None`` and
+tables have the shape ``adapters/view_store.py`` creates. Otherwise it answers ``None`` and
 the caller takes the full path through the Controller, which catches up first.
 """
 

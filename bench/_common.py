@@ -109,8 +109,10 @@ def fill_store(folder: Path, snapshots: int, per_vm: int = 10, batch: int = 500)
                 parent_id=None,
             )
             snap.start_snapshotting()
-            snap.record_hypervisor_snapshot(f"vmsnap-{snap.id}", False, False, "bench")
-            snap.complete(False, "crash")
+            snap.record_hypervisor_snapshot(
+                f"vmsnap-{snap.id}", quiesced=False, memory=False, detail="bench"
+            )
+            snap.complete(quiesced=False, consistency="crash")
             pending.append(snap)
             if len(pending) == batch:
                 log.save(*pending)
@@ -160,8 +162,8 @@ def filled(snapshots: int) -> tuple[Path, float, int]:
         folder.mkdir()
         config = fill_store(folder, snapshots)
         with Controller.from_config(config) as ctrl:
-            events = ctrl._log.max_position()
-            seconds = timed(ctrl._views.catch_up)
+            events = ctrl.event_log.max_position()
+            seconds = timed(ctrl._wiring.views.catch_up)
         _FILLED[snapshots] = (config, seconds, events)
     return _FILLED[snapshots]
 

@@ -42,7 +42,7 @@ def generate(path: Path, events: int) -> int:
     Requested, quiesce, two driver answers, decision, unquiesce, completion, Vm end and
     current), saved straight through the EventLog in large batches; then project and seal.
     """
-    from vmsnap.adapters.views import SqliteViews
+    from vmsnap.adapters.view_store import SqliteViews
     from vmsnap.domain.vm import Vm
     from vmsnap.projections.projector import project
 
@@ -88,13 +88,21 @@ def _snapshot_batch(vms: list[Any]) -> list[Any]:
         vm.start("create", sid, "bench:1:x", snap.name, vm.current)
         snap.start_quiesce()
         snap.record_quiesced(QuiesceResult(frozen=True, quiesced=True))
-        snap.record_driver_snapshot("netapp-1", "simulator", ["data"], True)
-        snap.record_driver_snapshot("primary-1", "default", ["root"], False)
-        snap.record_unquiesce_decision(
-            {"netapp-1": True, "primary-1": False}, False, True, None, "thaw: frozen"
+        snap.record_driver_snapshot(
+            DriverGroup("netapp-1", "simulator", ["data"]), need_unquiesce=True
         )
-        snap.record_unquiesced(True, None, "mandatory", "")
-        snap.complete(True, "filesystem")
+        snap.record_driver_snapshot(
+            DriverGroup("primary-1", "default", ["root"]), need_unquiesce=False
+        )
+        snap.record_unquiesce_decision(
+            answers={"netapp-1": True, "primary-1": False},
+            need_unquiesce=False,
+            thaw=True,
+            release=None,
+            reason="thaw: frozen",
+        )
+        snap.record_unquiesced(thawed=True, released=None, reason="mandatory", detail="")
+        snap.complete(quiesced=True, consistency="filesystem")
         vm.end(sid, "ready")
         vm.set_current(sid)
         vm.live.clear()  # keep the generator's Vm objects small; the log is what counts

@@ -130,7 +130,7 @@ def run() -> str:
 def _make_behind(folder: Path) -> None:
     """A store whose log is ahead of its views: one event recorded, not projected."""
     from vmsnap.adapters.store import StoreUrl, open_log
-    from vmsnap.adapters.views import SqliteViews
+    from vmsnap.adapters.view_store import SqliteViews
     from vmsnap.domain.vm import Vm
     from vmsnap.projections.projector import project
 

@@ -34,7 +34,7 @@ def run() -> str:
         folder = Path(tmp)
         with Controller.from_config(write_config(folder, 1)) as ctrl:
             snap = ctrl.create_vm_snapshot("vm-0", quiesce=True)
-            log = ctrl._log
+            log = ctrl.event_log
             from uuid import UUID
 
             sid = UUID(snap.id)

@@ -47,7 +47,7 @@ def run() -> str:
         db = config.parent / "vmsnap.db"
         raw = best(lambda db=db: _raw(db), 3)  # type: ignore[misc]
         with Controller.from_config(config) as ctrl:
-            log = ctrl._log
+            log = ctrl.event_log
 
             def decode(log: Any = log) -> None:
                 for page in log.pages():
@@ -111,7 +111,7 @@ def run() -> str:
             "",
             "The rebuild's rate stays flat with the log's size (each event costs the same), "
             "but it is far below the raw read: see the analysis for where the time goes and "
-            "what would be needed in `adapters/views.py`.",
+            "what would be needed in `adapters/view_store.py`.",
         ]
     )
 

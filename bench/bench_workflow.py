@@ -37,20 +37,20 @@ def _shape(folder: Path) -> tuple[list[list[int]], float]:
     """
     ctrl = _controller(folder, 1)
     saves: list[list[int]] = []
-    original = ctrl._log.save
+    original = ctrl.event_log.save
 
     def save(*aggregates: Any, **kw: Any) -> Any:
         saves.append([len(a.pending_events) for a in aggregates])
         return original(*aggregates, **kw)
 
-    ctrl._log.save = save
+    ctrl.event_log.save = save
     try:
         ctrl.create_vm_snapshot("vm-0", quiesce=True)  # first sight of VM and pools
         saves.clear()
-        before = ctrl._log.max_position()
+        before = ctrl.event_log.max_position()
         ctrl.create_vm_snapshot("vm-0", quiesce=True)
-        events = ctrl._log.max_position() - before
-        sizes = [len(n.state) for page in ctrl._log.pages(before + 1) for n in page]
+        events = ctrl.event_log.max_position() - before
+        sizes = [len(n.state) for page in ctrl.event_log.pages(before + 1) for n in page]
     finally:
         ctrl.close()
     shape = [s for s in saves if sum(s) > 0]

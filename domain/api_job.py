@@ -27,7 +27,17 @@ class ApiJob(Aggregate):
     def create_id(request: str) -> UUID:
         return uuid5(NAMESPACE, f"api-job:{request}")
 
-    @event("Submitted")
+    class Submitted(Aggregate.Created):
+        """The API accepted a command; ``request`` is a digest of the signed request."""
+
+        request: str
+        command: str
+        user: str
+        owner: str
+        params: dict[str, str]
+        snapshot_id: str | None
+
+    @event(Submitted)
     def __init__(
         self,
         request: str,
@@ -54,11 +64,13 @@ class ApiJob(Aggregate):
         Record the snapshot the job works on, once the Controller has claimed its VM.
         """
         if snapshot_id != self.snapshot_id:
-            self._assigned(snapshot_id)
+            self.trigger_event(ApiJob.SnapshotAssigned, snapshot_id=snapshot_id)
 
-    @event("SnapshotAssigned")
-    def _assigned(self, snapshot_id: str) -> None:
-        self.snapshot_id = snapshot_id
+    class SnapshotAssigned(Aggregate.Event):
+        snapshot_id: str
+
+        def apply(self, job: Any) -> None:
+            job.snapshot_id = self.snapshot_id
 
     def finish(
         self,
@@ -73,25 +85,25 @@ class ApiJob(Aggregate):
         state after the server that ran the job stopped.
         """
         if self.status == PENDING:
-            self._finished(
-                SUCCEEDED if error_code is None else FAILED,
-                result,
-                error_code,
-                error_text,
-                recovered,
+            self.trigger_event(
+                ApiJob.Finished,
+                status=SUCCEEDED if error_code is None else FAILED,
+                result=result,
+                error_code=error_code,
+                error_text=error_text,
+                recovered=recovered,
             )
 
-    @event("Finished")
-    def _finished(
-        self,
-        status: str,
-        result: dict[str, Any] | None,
-        error_code: int | None,
-        error_text: str | None,
-        recovered: bool,
-    ) -> None:
-        self.status = status
-        self.result = result
-        self.error_code = error_code
-        self.error_text = error_text
-        self.recovered = recovered
+    class Finished(Aggregate.Event):
+        status: str
+        result: dict[str, Any] | None
+        error_code: int | None
+        error_text: str | None
+        recovered: bool
+
+        def apply(self, job: Any) -> None:
+            job.status = self.status
+            job.result = self.result
+            job.error_code = self.error_code
+            job.error_text = self.error_text
+            job.recovered = self.recovered

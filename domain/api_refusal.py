@@ -17,7 +17,13 @@ class ApiRefusal(Aggregate):
     Neither the signature nor any secret is recorded.
     """
 
-    @event("Recorded")
+    class Recorded(Aggregate.Created):
+        reason: str
+        command: str | None
+        api_key: str | None
+        remote: str | None
+
+    @event(Recorded)
     def __init__(
         self, reason: str, command: str | None, api_key: str | None, remote: str | None
     ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -20,7 +21,15 @@ class Pool(Aggregate):
     def create_id(pool_id: str) -> UUID:
         return uuid5(NAMESPACE, f"pool:{pool_id}")
 
-    @event("Registered")
+    class Registered(Aggregate.Created):
+        """The pool as first seen: its name, driver and what it advertised."""
+
+        pool_id: str
+        name: str
+        driver: str
+        caps: Capabilities
+
+    @event(Registered)
     def __init__(self, pool_id: str, name: str, driver: str, caps: Capabilities) -> None:
         self.pool_id = pool_id
         self.name = name
@@ -29,10 +38,19 @@ class Pool(Aggregate):
 
     def observe(self, name: str, driver: str, caps: Capabilities) -> None:
         if (name, driver, caps) != (self.name, self.driver, self.caps):
-            self._advertised(self.pool_id, name, driver, caps)
+            self.trigger_event(
+                Pool.CapabilitiesChanged, pool_id=self.pool_id, name=name, driver=driver, caps=caps
+            )
 
-    @event("CapabilitiesChanged")
-    def _advertised(self, pool_id: str, name: str, driver: str, caps: Capabilities) -> None:
-        self.name = name
-        self.driver = driver
-        self.caps = caps
+    class CapabilitiesChanged(Aggregate.Event):
+        """What the pool advertises changed (or its name or driver)."""
+
+        pool_id: str
+        name: str
+        driver: str
+        caps: Capabilities
+
+        def apply(self, pool: Any) -> None:
+            pool.name = self.name
+            pool.driver = self.driver
+            pool.caps = self.caps

@@ -2,21 +2,153 @@
 What VM snapshots and volume snapshots share: the workflow state, the quiesce and
 unquiesce bookkeeping, call failures, and the create/delete endings.
 
-``@event`` bodies only assign state; commands check the workflow machine first.
+Each event is one class that states its whole meaning (ADR 0018): its fields, the
+workflow trigger it stands for (``trigger``), whether it froze or thawed the VM
+(``freeze_change``), and how it changes the aggregate (``update``). The read side
+(projector, verify, timeline) dispatches on these classes, never on their names.
+Commands check the workflow machine first; events only assign state.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate
 
 from vmsnap.domain.values import QuiesceResult, SnapshotRef, backend_name
-from vmsnap.domain.workflow import ALLOCATED, IN_PROGRESS, Workflow
+from vmsnap.domain.workflow import (
+    ALLOCATED,
+    COMPLETE,
+    FAIL,
+    FINISH_DELETE,
+    IN_PROGRESS,
+    START_DELETE,
+    START_QUIESCE,
+    START_SNAPSHOTTING,
+    START_UNQUIESCE,
+    Workflow,
+)
 
 
 class SnapshotAggregate(Aggregate):
     workflow: ClassVar[Workflow]
+
+    class Event(Aggregate.Event):
+        """An event of a VM or volume snapshot."""
+
+        #: The workflow trigger this event stands for; None: it changes no state.
+        trigger: ClassVar[str | None] = None
+
+        def apply(self, aggregate: Any) -> None:
+            self.update(aggregate)
+            if self.trigger is not None:
+                aggregate.state = aggregate.workflow.table[(self.trigger, aggregate.state)]
+
+        def update(self, snapshot: Any) -> None:
+            """Assign what the event changes besides the workflow state."""
+
+        def freeze_change(self) -> bool | None:
+            """True: the VM is frozen from now on; False: it was thawed; None: neither."""
+            return None
+
+    class QuiesceStarted(Event):
+        """The quiesce call is about to be made."""
+
+        trigger = START_QUIESCE
+
+    class Quiesced(Event):
+        """The hypervisor answered the quiesce: frozen, quiesced, its temporary snapshot."""
+
+        trigger = START_SNAPSHOTTING
+        result: QuiesceResult
+
+        def update(self, snapshot: Any) -> None:
+            snapshot.frozen = self.result.frozen
+            snapshot.quiesced = self.result.quiesced
+            snapshot.hypervisor_snapshot = self.result.hypervisor_snapshot
+
+        def freeze_change(self) -> bool | None:
+            return True if self.result.frozen else None
+
+    class UnquiesceDecided(Event):
+        """The AND rule over the drivers' answers, with its inputs and its reason."""
+
+        trigger = START_UNQUIESCE
+        answers: dict[str, bool]
+        need_unquiesce: bool
+        thaw: bool
+        release: str | None
+        reason: str
+
+    class Unquiesced(Event):
+        """The hypervisor thawed the VM and/or released the temporary snapshot."""
+
+        thawed: bool
+        released: str | None
+        reason: str
+        detail: str
+
+        def update(self, snapshot: Any) -> None:
+            if self.thawed:
+                snapshot.frozen = False
+            if self.released is not None and self.released == snapshot.hypervisor_snapshot:
+                snapshot.hypervisor_snapshot = None
+
+        def freeze_change(self) -> bool | None:
+            return False if self.thawed else None
+
+    class CallFailed(Event):
+        """A hypervisor or driver call raised; the workflow decides what follows."""
+
+        target: str
+        op: str
+        error: str
+        code: str | None = None
+        attempt: int = 1
+        pool_id: str | None = None
+
+    class DeadlineExceeded(Event):
+        """
+        The VM stayed frozen for the whole quiesce deadline while ``op`` still ran: it is
+        thawed now, and the snapshot will fail.
+        """
+
+        target: str
+        op: str
+        deadline_s: float
+
+    class AlertRaised(Event):
+        """Something needs an operator: e.g. a VM that may be left frozen."""
+
+        kind: str
+        message: str
+
+    class Completed(Event):
+        """The snapshot is ready: whether it was quiesced and what consistency it has."""
+
+        trigger = COMPLETE
+        quiesced: bool
+        consistency: str
+
+        def update(self, snapshot: Any) -> None:
+            snapshot.quiesced = self.quiesced
+            snapshot.consistency = self.consistency
+            snapshot.error = None
+
+    class Failed(Event):
+        """The create or delete failed (after compensation): the error says why."""
+
+        trigger = FAIL
+        error: str
+
+        def update(self, snapshot: Any) -> None:
+            snapshot.error = self.error
+
+    class DeleteStarted(Event):
+        trigger = START_DELETE
+
+    class Removed(Event):
+        trigger = FINISH_DELETE
 
     # Called by each subclass's creation event. (No class-level field annotations here:
     # eventsourcing would take them for arguments of the creation event.)
@@ -29,15 +161,19 @@ class SnapshotAggregate(Aggregate):
         self.frozen: bool = False
         self.quiesced: bool = False
         self.hypervisor_snapshot: str | None = None
-
-    def _move(self, trigger: str) -> None:
-        self.state = self.workflow.table[(trigger, self.state)]
+        self.consistency: str = "crash"
 
     def check(self, trigger: str) -> None:
         """
         Raise :class:`IllegalTransition` unless ``trigger`` applies in the current state.
         """
         self.workflow.next_state(self.state, trigger)
+
+    def _transition(self, event_class: type[SnapshotAggregate.Event], **fields: Any) -> None:
+        """Record an event that stands for a workflow trigger, once the machine allows it."""
+        assert event_class.trigger is not None
+        self.check(event_class.trigger)
+        self.trigger_event(event_class, **fields)
 
     @property
     def ref(self) -> SnapshotRef:
@@ -52,122 +188,81 @@ class SnapshotAggregate(Aggregate):
     # Create leg -----------------------------------------------------------------
 
     def start_quiesce(self) -> None:
-        self.check("start_quiesce")
-        self._quiesce_started()
-
-    @event("QuiesceStarted")
-    def _quiesce_started(self) -> None:
-        self._move("start_quiesce")
+        self._transition(SnapshotAggregate.QuiesceStarted)
 
     def record_quiesced(self, result: QuiesceResult) -> None:
-        self.check("start_snapshotting")
-        self._quiesced(result)
-
-    @event("Quiesced")
-    def _quiesced(self, result: QuiesceResult) -> None:
-        self.frozen = result.frozen
-        self.quiesced = result.quiesced
-        self.hypervisor_snapshot = result.hypervisor_snapshot
-        self._move("start_snapshotting")
+        self._transition(SnapshotAggregate.Quiesced, result=result)
 
     def record_unquiesce_decision(
         self,
+        *,
         answers: dict[str, bool],
         need_unquiesce: bool,
         thaw: bool,
         release: str | None,
         reason: str,
     ) -> None:
-        self.check("start_unquiesce")
-        self._unquiesce_decided(answers, need_unquiesce, thaw, release, reason)
+        self._transition(
+            SnapshotAggregate.UnquiesceDecided,
+            answers=answers,
+            need_unquiesce=need_unquiesce,
+            thaw=thaw,
+            release=release,
+            reason=reason,
+        )
 
-    @event("UnquiesceDecided")
-    def _unquiesce_decided(
-        self,
-        answers: dict[str, bool],
-        need_unquiesce: bool,
-        thaw: bool,
-        release: str | None,
-        reason: str,
-    ) -> None:
-        self._move("start_unquiesce")
-
-    @event("Unquiesced")
     def record_unquiesced(
-        self, thawed: bool, released: str | None, reason: str, detail: str
+        self, *, thawed: bool, released: str | None, reason: str, detail: str
     ) -> None:
-        if thawed:
-            self.frozen = False
-        if released is not None and released == self.hypervisor_snapshot:
-            self.hypervisor_snapshot = None
+        self.trigger_event(
+            SnapshotAggregate.Unquiesced,
+            thawed=thawed,
+            released=released,
+            reason=reason,
+            detail=detail,
+        )
 
-    @event("CallFailed")
     def record_call_failed(
         self,
         target: str,
         op: str,
         error: str,
+        *,
         code: str | None = None,
         attempt: int = 1,
         pool_id: str | None = None,
     ) -> None:
-        """
-        A hypervisor or driver call raised; the workflow decides what follows.
-        """
+        self.trigger_event(
+            SnapshotAggregate.CallFailed,
+            target=target,
+            op=op,
+            error=error,
+            code=code,
+            attempt=attempt,
+            pool_id=pool_id,
+        )
 
-    @event("DeadlineExceeded")
     def record_deadline_exceeded(self, target: str, op: str, deadline_s: float) -> None:
-        """
-        The VM stayed frozen for the whole quiesce deadline while ``op`` still ran: it is
-        thawed now, and the snapshot will fail.
-        """
+        self.trigger_event(
+            SnapshotAggregate.DeadlineExceeded, target=target, op=op, deadline_s=deadline_s
+        )
 
-    @event("AlertRaised")
     def record_alert(self, kind: str, message: str) -> None:
-        """
-        Something needs an operator: e.g. a VM that may be left frozen.
-        """
+        self.trigger_event(SnapshotAggregate.AlertRaised, kind=kind, message=message)
 
-    def complete(self, quiesced: bool, consistency: str) -> None:
-        self.check("complete")
-        self._completed(quiesced, consistency)
-
-    @event("Completed")
-    def _completed(self, quiesced: bool, consistency: str) -> None:
-        self.quiesced = quiesced
-        self._set_consistency(consistency)
-        self.error = None
-        self._move("complete")
-
-    def _set_consistency(self, consistency: str) -> None:
-        """Subclasses that show consistency keep it."""
+    def complete(self, *, quiesced: bool, consistency: str) -> None:
+        self._transition(SnapshotAggregate.Completed, quiesced=quiesced, consistency=consistency)
 
     def fail(self, error: str) -> None:
-        self.check("fail")
-        self._failed(error)
-
-    @event("Failed")
-    def _failed(self, error: str) -> None:
-        self.error = error
-        self._move("fail")
+        self._transition(SnapshotAggregate.Failed, error=error)
 
     # Delete leg -----------------------------------------------------------------
 
     def start_delete(self) -> None:
-        self.check("start_delete")
-        self._delete_started()
-
-    @event("DeleteStarted")
-    def _delete_started(self) -> None:
-        self._move("start_delete")
+        self._transition(SnapshotAggregate.DeleteStarted)
 
     def finish_delete(self) -> None:
-        self.check("finish_delete")
-        self._removed()
-
-    @event("Removed")
-    def _removed(self) -> None:
-        self._move("finish_delete")
+        self._transition(SnapshotAggregate.Removed)
 
     def to_state(self) -> dict[str, Any]:
         """The aggregate's fields, for audits and tests."""

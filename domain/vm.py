@@ -10,6 +10,7 @@ is capped by ``max_vm_snapshots_per_vm``. Every event names its VM, for auditors
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -19,13 +20,26 @@ from vmsnap.domain.values import VolumeInfo
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://vmsnap.invalid/")
 
+# The operations a VM is claimed for (``Vm.OperationStarted.operation``).
+CREATE = "create"
+REVERT = "revert"
+DELETE = "delete"
+VOLUME_SNAPSHOT = "volume-snapshot"
+VOLUME_SNAPSHOT_DELETE = "volume-snapshot-delete"
+THAW = "thaw"
+
 
 class Vm(Aggregate):
     @staticmethod
     def create_id(vm_id: str) -> UUID:
         return uuid5(NAMESPACE, f"vm:{vm_id}")
 
-    @event("Registered")
+    class Registered(Aggregate.Created):
+        """vmsnap saw the VM for the first time."""
+
+        vm_id: str
+
+    @event(Registered)
     def __init__(self, vm_id: str) -> None:
         self.vm_id = vm_id
         self.in_flight: str | None = None
@@ -44,11 +58,16 @@ class Vm(Aggregate):
         Record the VM's volumes (and their pools) when they differ from the last record.
         """
         if tuple(volumes) != self.volumes:
-            self._volumes_observed(self.vm_id, tuple(volumes))
+            self.trigger_event(Vm.VolumesObserved, vm_id=self.vm_id, volumes=tuple(volumes))
 
-    @event("VolumesObserved")
-    def _volumes_observed(self, vm_id: str, volumes: Sequence[VolumeInfo]) -> None:
-        self.volumes = tuple(volumes)
+    class VolumesObserved(Aggregate.Event):
+        """The VM's volumes (and their pools) as the inventory listed them."""
+
+        vm_id: str
+        volumes: Sequence[VolumeInfo]
+
+        def apply(self, vm: Any) -> None:
+            vm.volumes = tuple(self.volumes)
 
     def start(
         self,
@@ -65,7 +84,15 @@ class Vm(Aggregate):
             OperationInProgress: another operation holds the VM.
         """
         self.check_idle()
-        self._started(self.vm_id, operation, snapshot_id, owner, name, parent_id)
+        self.trigger_event(
+            Vm.OperationStarted,
+            vm_id=self.vm_id,
+            operation=operation,
+            snapshot_id=snapshot_id,
+            owner=owner,
+            name=name,
+            parent_id=parent_id,
+        )
 
     def check_idle(self) -> None:
         if self.in_flight is not None:
@@ -73,37 +100,60 @@ class Vm(Aggregate):
                 f"VM {self.vm_id} has a {self.operation} in progress (snapshot {self.in_flight})"
             )
 
-    @event("OperationStarted")
-    def _started(
-        self,
-        vm_id: str,
-        operation: str,
-        snapshot_id: str,
-        owner: str,
-        name: str | None,
-        parent_id: str | None,
-    ) -> None:
-        self.in_flight = snapshot_id
-        self.operation = operation
-        self.owner = owner
-        if operation == "create":
-            self.live[snapshot_id] = [name, parent_id]
+    class OperationStarted(Aggregate.Event):
+        """A controller (``owner``) claimed the VM for one operation on one snapshot."""
+
+        vm_id: str
+        operation: str
+        snapshot_id: str
+        owner: str
+        name: str | None
+        parent_id: str | None
+
+        def apply(self, vm: Any) -> None:
+            vm.in_flight = self.snapshot_id
+            vm.operation = self.operation
+            vm.owner = self.owner
+            if self.operation == CREATE:
+                vm.live[self.snapshot_id] = [self.name, self.parent_id]
 
     def end(self, snapshot_id: str, outcome: str) -> None:
-        self._ended(self.vm_id, snapshot_id, self.operation or "", outcome)
+        self.trigger_event(
+            Vm.OperationEnded,
+            vm_id=self.vm_id,
+            snapshot_id=snapshot_id,
+            operation=self.operation or "",
+            outcome=outcome,
+        )
 
-    @event("OperationEnded")
-    def _ended(self, vm_id: str, snapshot_id: str, operation: str, outcome: str) -> None:
-        self.in_flight = None
-        self.operation = None
+    class OperationEnded(Aggregate.Event):
+        """The operation ended (``outcome``): the VM is free again."""
+
+        vm_id: str
+        snapshot_id: str
+        operation: str
+        outcome: str
+
+        def apply(self, vm: Any) -> None:
+            vm.in_flight = None
+            vm.operation = None
 
     def set_current(self, snapshot_id: str | None) -> None:
         if snapshot_id != self.current:
-            self._current_changed(self.vm_id, snapshot_id, self.current)
+            self.trigger_event(
+                Vm.CurrentSnapshotChanged,
+                vm_id=self.vm_id,
+                snapshot_id=snapshot_id,
+                previous=self.current,
+            )
 
-    @event("CurrentSnapshotChanged")
-    def _current_changed(self, vm_id: str, snapshot_id: str | None, previous: str | None) -> None:
-        self.current = snapshot_id
+    class CurrentSnapshotChanged(Aggregate.Event):
+        vm_id: str
+        snapshot_id: str | None
+        previous: str | None
+
+        def apply(self, vm: Any) -> None:
+            vm.current = self.snapshot_id
 
     def forget(self, snapshot_id: str) -> None:
         """
@@ -113,15 +163,26 @@ class Vm(Aggregate):
         entry = self.live.get(snapshot_id)
         parent = entry[1] if entry else None
         children = sorted(sid for sid, (_, p) in self.live.items() if p == snapshot_id)
-        self._forgotten(self.vm_id, snapshot_id, children, parent)
+        self.trigger_event(
+            Vm.SnapshotForgotten,
+            vm_id=self.vm_id,
+            snapshot_id=snapshot_id,
+            children=children,
+            new_parent=parent,
+        )
         if self.current == snapshot_id:
             self.set_current(parent)
 
-    @event("SnapshotForgotten")
-    def _forgotten(
-        self, vm_id: str, snapshot_id: str, children: Sequence[str], new_parent: str | None
-    ) -> None:
-        self.live.pop(snapshot_id, None)
-        for child in children:
-            if child in self.live:
-                self.live[child][1] = new_parent
+    class SnapshotForgotten(Aggregate.Event):
+        """A removed snapshot left the tree; its children moved to ``new_parent``."""
+
+        vm_id: str
+        snapshot_id: str
+        children: Sequence[str]
+        new_parent: str | None
+
+        def apply(self, vm: Any) -> None:
+            vm.live.pop(self.snapshot_id, None)
+            for child in self.children:
+                if child in vm.live:
+                    vm.live[child][1] = self.new_parent

@@ -6,12 +6,18 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import event
+from eventsourcing.domain import Aggregate, event
 
 from vmsnap.domain.exceptions import NotFound
 from vmsnap.domain.snapshot_base import SnapshotAggregate
 from vmsnap.domain.values import DriverGroup, VolumeRef
-from vmsnap.domain.workflow import VM_SNAPSHOT_WORKFLOW
+from vmsnap.domain.workflow import (
+    FAIL_REVERT,
+    FINISH_REVERT,
+    START_REVERT,
+    START_SNAPSHOTTING,
+    VM_SNAPSHOT_WORKFLOW,
+)
 
 
 class VmSnapshot(SnapshotAggregate):
@@ -21,7 +27,24 @@ class VmSnapshot(SnapshotAggregate):
 
     workflow = VM_SNAPSHOT_WORKFLOW
 
-    @event("Requested")
+    class Requested(Aggregate.Created):
+        """A VM snapshot was asked for: what, by which strategy and why, with what caps."""
+
+        vm_id: str
+        name: str
+        description: str | None
+        memory: bool
+        quiesce_requested: bool
+        strategy: str
+        strategy_reason: str
+        hypervisor: str
+        profile: str
+        volumes: Sequence[VolumeRef]
+        groups: Sequence[DriverGroup]
+        caps: dict[str, dict[str, bool]]
+        parent_id: str | None
+
+    @event(Requested)
     def __init__(
         self,
         vm_id: str,
@@ -47,94 +70,152 @@ class VmSnapshot(SnapshotAggregate):
         self.volumes = tuple(volumes)
         self.groups = tuple(groups)
         self.parent_id = parent_id
-        self.consistency = "crash"
         # Pools whose driver holds a snapshot of this VM snapshot (for delete and compensation).
         self.taken: list[str] = []
         self.answers: dict[str, bool] = {}
+
+    class SnapshottingStarted(SnapshotAggregate.Event):
+        """The hypervisor strategy's take is about to be called (nothing to quiesce first)."""
+
+        trigger = START_SNAPSHOTTING
+
+    class HypervisorSnapshotTaken(SnapshotAggregate.Event):
+        """The hypervisor strategy's answer: the hypervisor VM snapshot it took."""
+
+        name: str
+        quiesced: bool
+        memory: bool
+        detail: str
+
+        def update(self, snapshot: Any) -> None:
+            snapshot.hypervisor_snapshot = self.name
+            snapshot.quiesced = self.quiesced
+
+    class DriverSnapshotTaken(SnapshotAggregate.Event):
+        """One pool's driver took its volumes and answered ``need_unquiesce``."""
+
+        pool_id: str
+        driver: str
+        volume_ids: Sequence[str]
+        need_unquiesce: bool
+
+        def update(self, snapshot: Any) -> None:
+            if self.pool_id not in snapshot.taken:
+                snapshot.taken.append(self.pool_id)
+            snapshot.answers[self.pool_id] = self.need_unquiesce
+
+    class RevertStarted(SnapshotAggregate.Event):
+        trigger = START_REVERT
+
+        def update(self, snapshot: Any) -> None:
+            snapshot.error = None
+
+    class HypervisorSnapshotReverted(SnapshotAggregate.Event):
+        name: str
+
+    class DriverSnapshotReverted(SnapshotAggregate.Event):
+        pool_id: str
+        driver: str
+        volume_ids: Sequence[str]
+        result: bool
+
+    class Reverted(SnapshotAggregate.Event):
+        trigger = FINISH_REVERT
+
+    class RevertFailed(SnapshotAggregate.Event):
+        """The revert failed; as in CloudStack the snapshot stays ready, with the error."""
+
+        trigger = FAIL_REVERT
+        error: str
+
+        def update(self, snapshot: Any) -> None:
+            snapshot.error = self.error
+
+    class HypervisorSnapshotDeleted(SnapshotAggregate.Event):
+        name: str
+        compensation: bool
+
+        def update(self, snapshot: Any) -> None:
+            if self.name == snapshot.hypervisor_snapshot:
+                snapshot.hypervisor_snapshot = None
+
+    class DriverSnapshotDeleted(SnapshotAggregate.Event):
+        pool_id: str
+        driver: str
+        volume_ids: Sequence[str]
+        compensation: bool
+
+        def update(self, snapshot: Any) -> None:
+            if self.pool_id in snapshot.taken:
+                snapshot.taken.remove(self.pool_id)
 
     @property
     def type(self) -> str:
         return "DiskAndMemory" if self.memory else "Disk"
 
-    def _set_consistency(self, consistency: str) -> None:
-        self.consistency = consistency
-
     # Create -----------------------------------------------------------------------
 
     def start_snapshotting(self) -> None:
-        self.check("start_snapshotting")
-        self._snapshotting_started()
+        self._transition(VmSnapshot.SnapshottingStarted)
 
-    @event("SnapshottingStarted")
-    def _snapshotting_started(self) -> None:
-        self._move("start_snapshotting")
-
-    @event("HypervisorSnapshotTaken")
     def record_hypervisor_snapshot(
-        self, name: str, quiesced: bool, memory: bool, detail: str
+        self, name: str, *, quiesced: bool, memory: bool, detail: str
     ) -> None:
-        self.hypervisor_snapshot = name
-        self.quiesced = quiesced
+        self.trigger_event(
+            VmSnapshot.HypervisorSnapshotTaken,
+            name=name,
+            quiesced=quiesced,
+            memory=memory,
+            detail=detail,
+        )
 
-    @event("DriverSnapshotTaken")
-    def record_driver_snapshot(
-        self, pool_id: str, driver: str, volume_ids: Sequence[str], need_unquiesce: bool
-    ) -> None:
-        if pool_id not in self.taken:
-            self.taken.append(pool_id)
-        self.answers[pool_id] = need_unquiesce
+    def record_driver_snapshot(self, group: DriverGroup, *, need_unquiesce: bool) -> None:
+        self.trigger_event(
+            VmSnapshot.DriverSnapshotTaken,
+            pool_id=group.pool_id,
+            driver=group.driver,
+            volume_ids=group.volume_ids,
+            need_unquiesce=need_unquiesce,
+        )
 
     # Revert -----------------------------------------------------------------------
 
     def start_revert(self) -> None:
-        self.check("start_revert")
-        self._revert_started()
+        self._transition(VmSnapshot.RevertStarted)
 
-    @event("RevertStarted")
-    def _revert_started(self) -> None:
-        self.error = None
-        self._move("start_revert")
-
-    @event("HypervisorSnapshotReverted")
     def record_hypervisor_reverted(self, name: str) -> None:
-        pass
+        self.trigger_event(VmSnapshot.HypervisorSnapshotReverted, name=name)
 
-    @event("DriverSnapshotReverted")
-    def record_driver_reverted(
-        self, pool_id: str, driver: str, volume_ids: Sequence[str], result: bool
-    ) -> None:
-        pass
+    def record_driver_reverted(self, group: DriverGroup, *, result: bool) -> None:
+        self.trigger_event(
+            VmSnapshot.DriverSnapshotReverted,
+            pool_id=group.pool_id,
+            driver=group.driver,
+            volume_ids=group.volume_ids,
+            result=result,
+        )
 
     def finish_revert(self) -> None:
-        self.check("finish_revert")
-        self._reverted()
-
-    @event("Reverted")
-    def _reverted(self) -> None:
-        self._move("finish_revert")
+        self._transition(VmSnapshot.Reverted)
 
     def fail_revert(self, error: str) -> None:
-        self.check("fail_revert")
-        self._revert_failed(error)
-
-    @event("RevertFailed")
-    def _revert_failed(self, error: str) -> None:
-        self.error = error
-        self._move("fail_revert")
+        self._transition(VmSnapshot.RevertFailed, error=error)
 
     # Delete and compensation ------------------------------------------------------
 
-    @event("HypervisorSnapshotDeleted")
-    def record_hypervisor_deleted(self, name: str, compensation: bool) -> None:
-        if name == self.hypervisor_snapshot:
-            self.hypervisor_snapshot = None
+    def record_hypervisor_deleted(self, name: str, *, compensation: bool) -> None:
+        self.trigger_event(
+            VmSnapshot.HypervisorSnapshotDeleted, name=name, compensation=compensation
+        )
 
-    @event("DriverSnapshotDeleted")
-    def record_driver_deleted(
-        self, pool_id: str, driver: str, volume_ids: Sequence[str], compensation: bool
-    ) -> None:
-        if pool_id in self.taken:
-            self.taken.remove(pool_id)
+    def record_driver_deleted(self, group: DriverGroup, *, compensation: bool) -> None:
+        self.trigger_event(
+            VmSnapshot.DriverSnapshotDeleted,
+            pool_id=group.pool_id,
+            driver=group.driver,
+            volume_ids=group.volume_ids,
+            compensation=compensation,
+        )
 
     def to_state(self) -> dict[str, Any]:
         state = super().to_state()

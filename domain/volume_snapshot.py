@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from eventsourcing.domain import event
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
 
 from vmsnap.domain.snapshot_base import SnapshotAggregate
-from vmsnap.domain.workflow import VOLUME_SNAPSHOT_WORKFLOW
+from vmsnap.domain.workflow import START_SNAPSHOTTING, VOLUME_SNAPSHOT_WORKFLOW
 
 
 class VolumeSnapshot(SnapshotAggregate):
@@ -15,7 +17,18 @@ class VolumeSnapshot(SnapshotAggregate):
 
     workflow = VOLUME_SNAPSHOT_WORKFLOW
 
-    @event("Requested")
+    class Requested(Aggregate.Created):
+        """A volume snapshot was asked for, with what its pool advertised then."""
+
+        volume_id: str
+        vm_id: str
+        pool_id: str
+        driver: str
+        quiesce_requested: bool
+        hypervisor: str
+        caps: dict[str, bool]
+
+    @event(Requested)
     def __init__(
         self,
         volume_id: str,
@@ -32,18 +45,43 @@ class VolumeSnapshot(SnapshotAggregate):
         self.driver = driver
         self.taken: str | None = None
 
+    class SnapshottingStarted(SnapshotAggregate.Event):
+        """An unquiesced take is about to be called."""
+
+        trigger = START_SNAPSHOTTING
+
+    class VolumeSnapshotTaken(SnapshotAggregate.Event):
+        """The pool's driver took the volume snapshot; ``name`` is its answer."""
+
+        pool_id: str
+        driver: str
+        name: str
+
+        def update(self, snapshot: Any) -> None:
+            snapshot.taken = self.name
+
+    class VolumeSnapshotDeleted(SnapshotAggregate.Event):
+        pool_id: str
+        driver: str
+        name: str
+        compensation: bool
+
+        def update(self, snapshot: Any) -> None:
+            snapshot.taken = None
+
     def start_snapshotting(self) -> None:
-        self.check("start_snapshotting")
-        self._snapshotting_started()
+        self._transition(VolumeSnapshot.SnapshottingStarted)
 
-    @event("SnapshottingStarted")
-    def _snapshotting_started(self) -> None:
-        self._move("start_snapshotting")
+    def record_taken(self, name: str) -> None:
+        self.trigger_event(
+            VolumeSnapshot.VolumeSnapshotTaken, pool_id=self.pool_id, driver=self.driver, name=name
+        )
 
-    @event("VolumeSnapshotTaken")
-    def record_taken(self, pool_id: str, driver: str, name: str) -> None:
-        self.taken = name
-
-    @event("VolumeSnapshotDeleted")
-    def record_deleted(self, pool_id: str, driver: str, name: str, compensation: bool) -> None:
-        self.taken = None
+    def record_deleted(self, name: str, *, compensation: bool) -> None:
+        self.trigger_event(
+            VolumeSnapshot.VolumeSnapshotDeleted,
+            pool_id=self.pool_id,
+            driver=self.driver,
+            name=name,
+            compensation=compensation,
+        )

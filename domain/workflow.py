@@ -39,26 +39,38 @@ VM_SNAPSHOT_STATES = (
 IN_PROGRESS = (ALLOCATED, QUIESCING, SNAPSHOTTING, UNQUIESCING, REVERTING, EXPUNGING)
 TERMINAL = (READY, REMOVED, FAILED)
 
+# Triggers: the names of the machines' transitions (event classes name the one they stand for).
+START_QUIESCE = "start_quiesce"
+START_SNAPSHOTTING = "start_snapshotting"
+START_UNQUIESCE = "start_unquiesce"
+COMPLETE = "complete"
+FAIL = "fail"
+START_REVERT = "start_revert"
+FINISH_REVERT = "finish_revert"
+FAIL_REVERT = "fail_revert"
+START_DELETE = "start_delete"
+FINISH_DELETE = "finish_delete"
+
 _CREATE: list[Any] = [
-    {"trigger": "start_quiesce", "source": ALLOCATED, "dest": QUIESCING},
-    {"trigger": "start_snapshotting", "source": [ALLOCATED, QUIESCING], "dest": SNAPSHOTTING},
-    {"trigger": "start_unquiesce", "source": SNAPSHOTTING, "dest": UNQUIESCING},
-    {"trigger": "complete", "source": [SNAPSHOTTING, UNQUIESCING], "dest": READY},
+    {"trigger": START_QUIESCE, "source": ALLOCATED, "dest": QUIESCING},
+    {"trigger": START_SNAPSHOTTING, "source": [ALLOCATED, QUIESCING], "dest": SNAPSHOTTING},
+    {"trigger": START_UNQUIESCE, "source": SNAPSHOTTING, "dest": UNQUIESCING},
+    {"trigger": COMPLETE, "source": [SNAPSHOTTING, UNQUIESCING], "dest": READY},
     {
-        "trigger": "fail",
+        "trigger": FAIL,
         "source": [ALLOCATED, QUIESCING, SNAPSHOTTING, UNQUIESCING, EXPUNGING],
         "dest": FAILED,
     },
 ]
 _REVERT: list[Any] = [
-    {"trigger": "start_revert", "source": READY, "dest": REVERTING},
-    {"trigger": "finish_revert", "source": REVERTING, "dest": READY},
+    {"trigger": START_REVERT, "source": READY, "dest": REVERTING},
+    {"trigger": FINISH_REVERT, "source": REVERTING, "dest": READY},
     # CloudStack returns a VM snapshot whose revert failed to Ready; the failure is recorded.
-    {"trigger": "fail_revert", "source": REVERTING, "dest": READY},
+    {"trigger": FAIL_REVERT, "source": REVERTING, "dest": READY},
 ]
 _DELETE: list[Any] = [
-    {"trigger": "start_delete", "source": [READY, FAILED], "dest": EXPUNGING},
-    {"trigger": "finish_delete", "source": EXPUNGING, "dest": REMOVED},
+    {"trigger": START_DELETE, "source": [READY, FAILED], "dest": EXPUNGING},
+    {"trigger": FINISH_DELETE, "source": EXPUNGING, "dest": REMOVED},
 ]
 
 VM_SNAPSHOT_MACHINE = Machine(
@@ -125,18 +137,3 @@ class Workflow:
 
 VM_SNAPSHOT_WORKFLOW = Workflow(VM_SNAPSHOT_MACHINE, "VM snapshot")
 VOLUME_SNAPSHOT_WORKFLOW = Workflow(VOLUME_SNAPSHOT_MACHINE, "volume snapshot")
-
-# The workflow trigger each transition event stands for (events not listed change no state).
-EVENT_TRIGGERS = {
-    "QuiesceStarted": "start_quiesce",
-    "Quiesced": "start_snapshotting",
-    "SnapshottingStarted": "start_snapshotting",
-    "UnquiesceDecided": "start_unquiesce",
-    "Completed": "complete",
-    "Failed": "fail",
-    "RevertStarted": "start_revert",
-    "Reverted": "finish_revert",
-    "RevertFailed": "fail_revert",
-    "DeleteStarted": "start_delete",
-    "Removed": "finish_delete",
-}

@@ -1,51 +1,74 @@
 """
 The projector: applies one event to the view rows. A pure function of the event and
 the rows, so rebuilding from the log gives the same rows (invariant 6).
+
+``project`` dispatches on the event's class (ADR 0018); every stored event class is
+registered, those that change no view explicitly so (a test checks it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from functools import singledispatch
 from typing import Any
 
+from vmsnap.domain.api_job import ApiJob
+from vmsnap.domain.api_refusal import ApiRefusal
+from vmsnap.domain.pool import Pool
+from vmsnap.domain.snapshot_base import SnapshotAggregate
 from vmsnap.domain.values import Capabilities
-from vmsnap.domain.workflow import EVENT_TRIGGERS, VM_SNAPSHOT_WORKFLOW, VOLUME_SNAPSHOT_WORKFLOW
+from vmsnap.domain.vm import Vm
+from vmsnap.domain.vm_snapshot import VmSnapshot
+from vmsnap.domain.volume_snapshot import VolumeSnapshot
+from vmsnap.domain.workflow import (
+    ALLOCATED,
+    VM_SNAPSHOT_WORKFLOW,
+    VOLUME_SNAPSHOT_WORKFLOW,
+)
 from vmsnap.projections.rows import Doc, Rows
 
-Handler = Callable[[Any, Rows, int], None]
+VM_SNAPSHOTS, VOLUME_SNAPSHOTS, VMS, POOLS, VOLUMES = (
+    "vm_snapshots",
+    "volume_snapshots",
+    "vms",
+    "pools",
+    "volumes",
+)
+_WORKFLOWS = {VM_SNAPSHOTS: VM_SNAPSHOT_WORKFLOW, VOLUME_SNAPSHOTS: VOLUME_SNAPSHOT_WORKFLOW}
 
 
-def project(event: Any, rows: Rows, position: int) -> None:
+@singledispatch
+def project(event: object, rows: Rows, position: int) -> None:
     """
     Apply ``event`` (recorded at ``position``) to ``rows``.
     """
-    handler = _HANDLERS.get(type(event).__qualname__)
-    if handler is not None:
-        handler(event, rows, position)
-        return
-    # Events shared by both snapshot kinds are told apart by the row they belong to.
-    sid = str(event.originator_id)
-    for table in ("vm_snapshots", "volume_snapshots"):
-        doc = rows.get(table, sid)
-        if doc is not None:
-            _snapshot_event(table, doc, event)
-            rows.put(table, sid, doc, position)
-            _frozen_vms(doc, event, rows, position)
-            return
+    raise TypeError(f"no projection is registered for {type(event).__qualname__}")
+
+
+@project.register
+def _no_view(
+    event: ApiJob.Submitted | ApiJob.SnapshotAssigned | ApiJob.Finished | ApiRefusal.Recorded,
+    rows: Rows,
+    position: int,
+) -> None:
+    """The HTTP API's jobs and refusals have no view: the API reads their aggregates."""
 
 
 def _when(e: Any) -> str:
     return str(e.timestamp.isoformat())
 
 
-def _vm_snapshot_requested(e: Any, rows: Rows, position: int) -> None:
+# Snapshots --------------------------------------------------------------------------
+
+
+@project.register
+def _vm_snapshot_requested(e: VmSnapshot.Requested, rows: Rows, position: int) -> None:
     doc: Doc = {
         "id": str(e.originator_id),
         "vm_id": e.vm_id,
         "name": e.name,
         "description": e.description,
         "type": "DiskAndMemory" if e.memory else "Disk",
-        "state": "allocated",
+        "state": ALLOCATED,
         "quiesce_requested": e.quiesce_requested,
         "quiesced": False,
         "consistency": "crash",
@@ -58,62 +81,108 @@ def _vm_snapshot_requested(e: Any, rows: Rows, position: int) -> None:
         "created": _when(e),
         "updated": _when(e),
     }
-    rows.put("vm_snapshots", doc["id"], doc, position)
+    rows.put(VM_SNAPSHOTS, doc["id"], doc, position)
 
 
-def _volume_snapshot_requested(e: Any, rows: Rows, position: int) -> None:
+@project.register
+def _volume_snapshot_requested(e: VolumeSnapshot.Requested, rows: Rows, position: int) -> None:
     doc: Doc = {
         "id": str(e.originator_id),
         "volume_id": e.volume_id,
         "pool_id": e.pool_id,
         "vm_id": e.vm_id,
-        "state": "allocated",
+        "state": ALLOCATED,
         "quiesce_requested": e.quiesce_requested,
         "quiesced": False,
         "error": None,
         "created": _when(e),
     }
-    rows.put("volume_snapshots", doc["id"], doc, position)
+    rows.put(VOLUME_SNAPSHOTS, doc["id"], doc, position)
 
 
-def _snapshot_event(table: str, doc: Doc, e: Any) -> None:
-    name = type(e).__name__
-    trigger = EVENT_TRIGGERS.get(name)
-    if trigger is not None:
-        workflow = VM_SNAPSHOT_WORKFLOW if table == "vm_snapshots" else VOLUME_SNAPSHOT_WORKFLOW
-        doc["state"] = workflow.table.get((trigger, doc["state"]), doc["state"])
-    if name == "Completed":
-        doc["quiesced"] = e.quiesced
-        doc["error"] = None
-        if table == "vm_snapshots":
-            doc["consistency"] = e.consistency
-    elif name in ("Failed", "RevertFailed"):
-        doc["error"] = e.error
-    elif name == "RevertStarted":
-        doc["error"] = None
-    if table == "vm_snapshots":
-        doc["updated"] = _when(e)
+@project.register
+def _snapshot_event(e: SnapshotAggregate.Event, rows: Rows, position: int) -> None:
+    _update_snapshot(e, rows, position)
 
 
-def _frozen_vms(snapshot: Doc, e: Any, rows: Rows, position: int) -> None:
+@project.register
+def _completed(e: SnapshotAggregate.Completed, rows: Rows, position: int) -> None:
+    _update_snapshot(e, rows, position, quiesced=e.quiesced, error=None, consistency=e.consistency)
+
+
+@project.register
+def _failed(
+    e: SnapshotAggregate.Failed | VmSnapshot.RevertFailed, rows: Rows, position: int
+) -> None:
+    _update_snapshot(e, rows, position, error=e.error)
+
+
+@project.register
+def _revert_started(e: VmSnapshot.RevertStarted, rows: Rows, position: int) -> None:
+    _update_snapshot(e, rows, position, error=None)
+
+
+@project.register
+def _alert_raised(e: SnapshotAggregate.AlertRaised, rows: Rows, position: int) -> None:
+    doc = _update_snapshot(e, rows, position)
+    if doc is not None:
+        _put_vm(doc["vm_id"], rows, position, alert=e.message)
+
+
+def _update_snapshot(
+    e: SnapshotAggregate.Event, rows: Rows, position: int, **changes: Any
+) -> Doc | None:
+    """
+    Apply a snapshot event to its row: the state its trigger leads to, ``changes``, and
+    the VM's frozen flag. Events both snapshot kinds share are told apart by their row.
+    """
+    sid = str(e.originator_id)
+    for table, workflow in _WORKFLOWS.items():
+        doc = rows.get(table, sid)
+        if doc is None:
+            continue
+        if e.trigger is not None:
+            doc["state"] = workflow.table.get((e.trigger, doc["state"]), doc["state"])
+        if table == VM_SNAPSHOTS:
+            doc["updated"] = _when(e)
+        else:
+            changes.pop("consistency", None)  # volume snapshots do not show it
+        doc.update(changes)
+        rows.put(table, sid, doc, position)
+        _frozen_vm(doc, e, rows, position)
+        return doc
+    return None
+
+
+def _frozen_vm(snapshot: Doc, e: SnapshotAggregate.Event, rows: Rows, position: int) -> None:
     # The VMs believed frozen: frozen by a quiesce, until a thaw is recorded.
-    name = type(e).__name__
-    vm_id = snapshot["vm_id"]
-    if name == "Quiesced" and e.result.frozen:
-        changes = {"frozen": True, "frozen_by": snapshot["id"], "frozen_since": _when(e)}
-    elif name == "Unquiesced" and e.thawed:
-        changes = {"frozen": False, "frozen_by": None, "frozen_since": None, "alert": None}
-    elif name == "AlertRaised":
-        changes = {"alert": e.message}
-    else:
-        return
-    doc = _vm(rows, vm_id)
-    doc.update(changes)
-    rows.put("vms", vm_id, doc, position)
+    change = e.freeze_change()
+    if change is True:
+        _put_vm(
+            snapshot["vm_id"],
+            rows,
+            position,
+            frozen=True,
+            frozen_by=snapshot["id"],
+            frozen_since=_when(e),
+        )
+    elif change is False:
+        _put_vm(
+            snapshot["vm_id"],
+            rows,
+            position,
+            frozen=False,
+            frozen_by=None,
+            frozen_since=None,
+            alert=None,
+        )
+
+
+# VMs ----------------------------------------------------------------------------------
 
 
 def _vm(rows: Rows, vm_id: str) -> Doc:
-    return rows.get("vms", vm_id) or {
+    return rows.get(VMS, vm_id) or {
         "vm_id": vm_id,
         "current": None,
         "in_flight": None,
@@ -126,91 +195,90 @@ def _vm(rows: Rows, vm_id: str) -> Doc:
     }
 
 
-def _put_vm(e: Any, rows: Rows, position: int, **changes: Any) -> None:
-    doc = _vm(rows, e.vm_id)
+def _put_vm(vm_id: str, rows: Rows, position: int, **changes: Any) -> None:
+    doc = _vm(rows, vm_id)
     doc.update(changes)
-    rows.put("vms", e.vm_id, doc, position)
+    rows.put(VMS, vm_id, doc, position)
 
 
-def _vm_registered(e: Any, rows: Rows, position: int) -> None:
-    _put_vm(e, rows, position)
+@project.register
+def _vm_registered(e: Vm.Registered, rows: Rows, position: int) -> None:
+    _put_vm(e.vm_id, rows, position)
 
 
-def _operation_started(e: Any, rows: Rows, position: int) -> None:
+@project.register
+def _operation_started(e: Vm.OperationStarted, rows: Rows, position: int) -> None:
     _put_vm(
-        e,
+        e.vm_id,
         rows,
         position,
         in_flight=e.snapshot_id,
         operation=e.operation,
         owner=e.owner,
-        in_flight_since=e.timestamp.isoformat(),
+        in_flight_since=_when(e),
     )
 
 
-def _operation_ended(e: Any, rows: Rows, position: int) -> None:
-    _put_vm(e, rows, position, in_flight=None, operation=None, owner=None, in_flight_since=None)
+@project.register
+def _operation_ended(e: Vm.OperationEnded, rows: Rows, position: int) -> None:
+    _put_vm(
+        e.vm_id, rows, position, in_flight=None, operation=None, owner=None, in_flight_since=None
+    )
 
 
-def _current_changed(e: Any, rows: Rows, position: int) -> None:
+@project.register
+def _current_changed(e: Vm.CurrentSnapshotChanged, rows: Rows, position: int) -> None:
     for sid, flag in ((e.previous, False), (e.snapshot_id, True)):
-        doc = None if sid is None else rows.get("vm_snapshots", sid)
+        doc = None if sid is None else rows.get(VM_SNAPSHOTS, sid)
         if doc is not None:
             doc["current"] = flag
-            rows.put("vm_snapshots", doc["id"], doc, position)
-    _put_vm(e, rows, position, current=e.snapshot_id)
+            rows.put(VM_SNAPSHOTS, doc["id"], doc, position)
+    _put_vm(e.vm_id, rows, position, current=e.snapshot_id)
 
 
-def _snapshot_forgotten(e: Any, rows: Rows, position: int) -> None:
+@project.register
+def _snapshot_forgotten(e: Vm.SnapshotForgotten, rows: Rows, position: int) -> None:
     for child in e.children:
-        doc = rows.get("vm_snapshots", child)
+        doc = rows.get(VM_SNAPSHOTS, child)
         if doc is not None:
             doc["parent_id"] = e.new_parent
-            rows.put("vm_snapshots", child, doc, position)
+            rows.put(VM_SNAPSHOTS, child, doc, position)
 
 
-def _pool_observed(e: Any, rows: Rows, position: int) -> None:
-    caps: Capabilities = e.caps
+@project.register
+def _volumes_observed(e: Vm.VolumesObserved, rows: Rows, position: int) -> None:
+    current = {v.id for v in e.volumes}
+    for old in rows.find(VOLUMES, "vm_id", e.vm_id):
+        if old["id"] not in current:
+            rows.delete(VOLUMES, old["id"])
+    for v in e.volumes:
+        pool = rows.get(POOLS, v.pool_id)
+        caps = Capabilities.from_dict(pool["caps"]) if pool else Capabilities()
+        doc = {"id": v.id, "vm_id": v.vm_id, "pool_id": v.pool_id, "type": v.type}
+        _put_volume(rows, doc, caps, position)
+
+
+# Pools --------------------------------------------------------------------------------
+
+
+@project.register
+def _pool_observed(
+    e: Pool.Registered | Pool.CapabilitiesChanged, rows: Rows, position: int
+) -> None:
     doc = {
         "id": e.pool_id,
         "name": e.name,
         "driver": e.driver,
-        "caps": caps.to_dict(),
+        "caps": e.caps.to_dict(),
         "since": _when(e),
     }
-    rows.put("pools", e.pool_id, doc, position)
-    for volume in rows.find("volumes", "pool_id", e.pool_id):
-        _put_volume(rows, volume, caps, position)
-
-
-def _volumes_observed(e: Any, rows: Rows, position: int) -> None:
-    current = {v.id for v in e.volumes}
-    for old in rows.find("volumes", "vm_id", e.vm_id):
-        if old["id"] not in current:
-            rows.delete("volumes", old["id"])
-    for v in e.volumes:
-        pool = rows.get("pools", v.pool_id)
-        caps = Capabilities.from_dict(pool["caps"]) if pool else Capabilities()
-        doc = {"id": v.id, "vm_id": v.vm_id, "pool_id": v.pool_id, "type": v.type}
-        _put_volume(rows, doc, caps, position)
+    rows.put(POOLS, e.pool_id, doc, position)
+    for volume in rows.find(VOLUMES, "pool_id", e.pool_id):
+        _put_volume(rows, volume, e.caps, position)
 
 
 def _put_volume(rows: Rows, doc: Doc, caps: Capabilities, position: int) -> None:
     doc = dict(doc)
     doc["quiescevm"] = caps.volume_snapshot_quiescevm
     doc["supportsstoragesnapshot"] = caps.storage_system_snapshot
-    rows.put("volumes", doc["id"], doc, position)
-
-
-_HANDLERS: dict[str, Handler] = {
-    "VmSnapshot.Requested": _vm_snapshot_requested,
-    "VolumeSnapshot.Requested": _volume_snapshot_requested,
-    "Vm.Registered": _vm_registered,
-    "Vm.OperationStarted": _operation_started,
-    "Vm.OperationEnded": _operation_ended,
-    "Vm.CurrentSnapshotChanged": _current_changed,
-    "Vm.SnapshotForgotten": _snapshot_forgotten,
-    "Vm.VolumesObserved": _volumes_observed,
-    "Pool.Registered": _pool_observed,
-    "Pool.CapabilitiesChanged": _pool_observed,
-}
+    rows.put(VOLUMES, doc["id"], doc, position)

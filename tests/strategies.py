@@ -123,10 +123,14 @@ VM_SNAPSHOT_COMMANDS: dict[str, tuple[str, Command]] = {
     "record_unquiesce_decision": (
         "start_unquiesce",
         lambda a: a.record_unquiesce_decision(
-            {"netapp-1": True, "primary-1": False}, False, True, None, "kept"
+            answers={"netapp-1": True, "primary-1": False},
+            need_unquiesce=False,
+            thaw=True,
+            release=None,
+            reason="kept",
         ),
     ),
-    "complete": ("complete", lambda a: a.complete(True, "filesystem")),
+    "complete": ("complete", lambda a: a.complete(quiesced=True, consistency="filesystem")),
     "fail": ("fail", lambda a: a.fail("boom")),
     "start_revert": ("start_revert", lambda a: a.start_revert()),
     "finish_revert": ("finish_revert", lambda a: a.finish_revert()),

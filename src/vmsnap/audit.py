@@ -15,7 +15,10 @@ from eventsourcing.persistence import Notification
 
 from vmsnap.adapters.store import EventLog
 from vmsnap.domain.exceptions import InvalidRequest, NotFound
+from vmsnap.domain.snapshot_base import SnapshotAggregate
 from vmsnap.domain.vm import Vm
+from vmsnap.domain.vm_snapshot import VmSnapshot
+from vmsnap.domain.volume_snapshot import VolumeSnapshot
 from vmsnap.projections.events import event_data, event_type
 from vmsnap.projections.projector import project
 from vmsnap.projections.rows import Doc, MemoryRows
@@ -74,6 +77,7 @@ class Audit:
             type=event_type(event),
             timestamp=event.timestamp.isoformat(),
             data=event_data(event),
+            event=event,
         )
 
     def timeline(self, ids: Sequence[UUID]) -> list[EventView]:
@@ -129,12 +133,14 @@ def frozen_spans(events: Sequence[EventView]) -> list[FrozenSpan]:
     open_: dict[str, EventView] = {}
     spans: list[FrozenSpan] = []
     for e in events:
-        name = e.type.rpartition(".")[2]
-        if name == "Requested":
-            vms[e.originator_id] = str(e.data.get("vm_id"))
-        elif name == "Quiesced" and e.data.get("result", {}).get("frozen"):
+        event = e.event
+        if isinstance(event, VmSnapshot.Requested | VolumeSnapshot.Requested):
+            vms[e.originator_id] = event.vm_id
+            continue
+        change = event.freeze_change() if isinstance(event, SnapshotAggregate.Event) else None
+        if change is True:
             open_[e.originator_id] = e
-        elif name == "Unquiesced" and e.data.get("thawed") and e.originator_id in open_:
+        elif change is False and e.originator_id in open_:
             start = open_.pop(e.originator_id)
             seconds = (
                 datetime.fromisoformat(e.timestamp) - datetime.fromisoformat(start.timestamp)

@@ -1,25 +1,34 @@
-"""The composition root: adapters built from a validated config."""
+"""
+The composition root: from a validated config, the adapters (hypervisors, drivers,
+inventory, simulated worlds), the event log and its views. Nothing else builds them.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
+from eventsourcing.persistence import PersistenceError
 
+from vmsnap.adapters.at_rest import CIPHER_KEY_ENV, at_rest_env, check_readable
 from vmsnap.adapters.default_driver import DefaultStorageDriver
 from vmsnap.adapters.inventory import StaticInventory
 from vmsnap.adapters.simulator import SimulatorHypervisor, SimulatorStorage, SimulatorWorld
+from vmsnap.adapters.store import EventLog, StoreUrl, open_log
+from vmsnap.adapters.view_store import ViewStore, open_views
 from vmsnap.config import Config, HypervisorConfig, PoolConfig
-from vmsnap.domain.exceptions import ConfigError
+from vmsnap.domain.exceptions import ConfigError, StoreError
 from vmsnap.domain.ports import Hypervisor, StorageDriver
 from vmsnap.domain.values import VmInfo, VolumeInfo
+from vmsnap.projections.projector import project
 
 
 @attrs.define
-class Wiring:
-    """
-    Everything the Controller talks to, built once per Controller.
-    """
+class Adapters:
+    """The hypervisors and drivers a config names, and the inventory they serve."""
 
     inventory: StaticInventory
     hypervisors: dict[str, Hypervisor]
@@ -38,6 +47,57 @@ class Wiring:
             world.close()
 
 
+@attrs.define
+class Wiring(Adapters):
+    """Everything a Controller talks to, built once per Controller."""
+
+    log: EventLog
+    views: ViewStore
+
+    def close(self) -> None:
+        super().close()
+        self.log.close()
+
+
+def wire(
+    config: Config,
+    store_url: str | None = None,
+    *,
+    migrate: bool = False,
+    cipher_key: str | None = None,
+) -> Wiring:
+    """
+    Build the adapters and open the store (``store_url`` overrides the config's; a
+    relative one is relative to the working folder). ``migrate`` creates or upgrades the
+    store's schema; ``cipher_key`` is the key of ``[store] cipher`` (default: the
+    environment). Whatever was opened is closed again if a later part fails.
+
+    Raises:
+        ConfigError, StoreError: the config or the store cannot be used.
+    """
+    url = (
+        StoreUrl.parse(store_url, Path.cwd())
+        if store_url
+        else StoreUrl.parse(config.store_url, config.folder)
+    )
+    environ: Mapping[str, str] = os.environ if cipher_key is None else {CIPHER_KEY_ENV: cipher_key}
+    with contextlib.ExitStack() as undo:
+        adapters = wire_adapters(config)
+        undo.callback(adapters.close)
+        at_rest = at_rest_env(config.store_cipher, config.store_compress, environ)
+        log = open_log(url, at_rest, migrate=migrate)
+        undo.callback(log.close)
+        try:
+            check_readable(log)
+            views = open_views(log, project, migrate=migrate)
+        except PersistenceError as e:
+            raise StoreError(f"cannot open store: {e}") from None
+        undo.pop_all()
+    return Wiring(
+        adapters.inventory, adapters.hypervisors, adapters.drivers, adapters.worlds, log, views
+    )
+
+
 def simulator_worlds(config: Config) -> dict[Path, SimulatorWorld]:
     """
     The simulated worlds a config names (one per state file, shared by its users).
@@ -47,7 +107,7 @@ def simulator_worlds(config: Config) -> dict[Path, SimulatorWorld]:
     return {path: SimulatorWorld(path) for path in dict.fromkeys(p for p in paths if p)}
 
 
-def wire(config: Config) -> Wiring:
+def wire_adapters(config: Config) -> Adapters:
     worlds = simulator_worlds(config)
     hypervisors = {h.name: _hypervisor(h, worlds) for h in config.hypervisors}
     inventory = StaticInventory(config.vms, [p.info for p in config.pools])
@@ -58,7 +118,7 @@ def wire(config: Config) -> Wiring:
         return hypervisors[vm.hypervisor], vm
 
     drivers = {p.info.id: _driver(p, worlds, hypervisor_for) for p in config.pools}
-    return Wiring(inventory, hypervisors, drivers, worlds)
+    return Adapters(inventory, hypervisors, drivers, worlds)
 
 
 def _hypervisor(h: HypervisorConfig, worlds: dict[Path, SimulatorWorld]) -> Hypervisor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+from functools import singledispatch
 from typing import Any
 from uuid import UUID
 
@@ -26,10 +27,17 @@ from vmsnap.adapters.chain import (
     seals,
 )
 from vmsnap.adapters.store import PAGE, EventLog
-from vmsnap.adapters.views import TRACKING, CursorRows, create_view_tables
+from vmsnap.adapters.view_store import TRACKING, CursorRows, create_view_tables
+from vmsnap.domain.api_job import ApiJob
+from vmsnap.domain.api_refusal import ApiRefusal
+from vmsnap.domain.pool import Pool
 from vmsnap.domain.rules import need_unquiesce
+from vmsnap.domain.snapshot_base import SnapshotAggregate
+from vmsnap.domain.vm import Vm
+from vmsnap.domain.vm_snapshot import VmSnapshot
+from vmsnap.domain.volume_snapshot import VolumeSnapshot
 from vmsnap.domain.workflow import (
-    EVENT_TRIGGERS,
+    ALLOCATED,
     TERMINAL,
     VM_SNAPSHOT_WORKFLOW,
     VOLUME_SNAPSHOT_WORKFLOW,
@@ -41,7 +49,7 @@ from vmsnap.projections.rows import TABLES
 from vmsnap.views import VerifyReport
 
 MAX_PROBLEMS = 200  # the report stays bounded too; the rest are counted
-WORKFLOWS = {"VmSnapshot": VM_SNAPSHOT_WORKFLOW, "VolumeSnapshot": VOLUME_SNAPSHOT_WORKFLOW}
+WORKFLOWS = {w.label: w for w in (VM_SNAPSHOT_WORKFLOW, VOLUME_SNAPSHOT_WORKFLOW)}
 
 
 class Problems:
@@ -66,10 +74,10 @@ class Problems:
 class Tracked:
     """What the rules need of one snapshot while it is in flight or frozen."""
 
-    __slots__ = ("answers", "frozen", "frozen_at", "kind", "state")
+    __slots__ = ("answers", "frozen", "frozen_at", "state", "workflow")
 
-    def __init__(self, kind: str, state: str) -> None:
-        self.kind = kind
+    def __init__(self, workflow: Workflow, state: str) -> None:
+        self.workflow = workflow
         self.state = state
         self.frozen = False
         self.frozen_at = 0
@@ -78,10 +86,11 @@ class Tracked:
 
 class Rules:
     """
-    The workflow rules, checked event by event. Snapshots in flight (or frozen) are kept
-    in memory: at most one operation runs per VM, so they are bounded by the VMs. A
-    snapshot that settles (ready, failed, removed; thawed) moves to the temporary
-    database, from which a later revert or delete brings it back.
+    The workflow rules, checked event by event (``rule`` dispatches on the event's class).
+    Snapshots in flight (or frozen) are kept in memory: at most one operation runs per VM,
+    so they are bounded by the VMs. A snapshot that settles (ready, failed, removed;
+    thawed) moves to the temporary database, from which a later revert or delete brings
+    it back.
     """
 
     def __init__(self, temp: sqlite3.Cursor, problems: Problems) -> None:
@@ -90,53 +99,39 @@ class Rules:
         self.active: dict[UUID, Tracked] = {}
         temp.execute("CREATE TABLE settled (id BLOB PRIMARY KEY, kind TEXT, state TEXT)")
 
-    def check(self, event: Any, position: int) -> None:
-        kind, _, name = type(event).__qualname__.rpartition(".")
-        if kind not in ("VmSnapshot", "VolumeSnapshot", "SnapshotAggregate"):
-            return
+    def check(self, event: object, position: int) -> None:
+        rule(event, self, position)
+
+    def track(self, event: SnapshotAggregate.Event, position: int) -> Tracked | None:
+        """Follow a snapshot event: its transition must be allowed; note a freeze or thaw."""
         oid = event.originator_id
-        if name == "Requested":
-            self.active[oid] = Tracked(kind, "allocated")
-            return
         tracked = self.active.get(oid) or self._unsettle(oid)
+        name = type(event).__name__
         if tracked is None:
             self.problems.add(f"position {position}: {name} of an unknown snapshot {oid}")
-            return
-        trigger = EVENT_TRIGGERS.get(name)
-        if trigger is not None:
-            workflow: Workflow = WORKFLOWS[tracked.kind]
-            dest = workflow.table.get((trigger, tracked.state))
+            return None
+        if event.trigger is not None:
+            dest = tracked.workflow.table.get((event.trigger, tracked.state))
             if dest is None:
                 self.problems.add(
                     f"position {position}: {name} is not allowed in state {tracked.state!r}"
                 )
             else:
                 tracked.state = dest
-        if name == "Quiesced" and event.result.frozen:
-            tracked.frozen, tracked.frozen_at = True, position
-        elif name == "Unquiesced" and event.thawed:
-            tracked.frozen = False
-        elif name == "DriverSnapshotTaken":
-            tracked.answers[event.pool_id] = event.need_unquiesce
-        elif name == "UnquiesceDecided":
-            self._decision(event, tracked, position)
-        if tracked.state in TERMINAL and not tracked.frozen:
-            self._settle(oid, tracked)
+        change = event.freeze_change()
+        if change is not None:
+            tracked.frozen = change
+            tracked.frozen_at = position if change else tracked.frozen_at
+        return tracked
 
-    def _decision(self, event: Any, tracked: Tracked, position: int) -> None:
-        recorded = dict(event.answers)
-        if tracked.kind == "VmSnapshot" and tracked.answers and recorded != tracked.answers:
-            self.problems.add(f"position {position}: decision inputs differ from the answers taken")
-        if event.need_unquiesce != need_unquiesce(recorded.values()):
-            self.problems.add(
-                f"position {position}: need_unquiesce={event.need_unquiesce} is not the AND "
-                f"of the answers {recorded}"
-            )
+    def settle_if_done(self, event: SnapshotAggregate.Event, tracked: Tracked | None) -> None:
+        if tracked is not None and tracked.state in TERMINAL and not tracked.frozen:
+            self._settle(event.originator_id, tracked)
 
     def _settle(self, oid: UUID, tracked: Tracked) -> None:
         self.temp.execute(
             "INSERT OR REPLACE INTO settled VALUES (?, ?, ?)",
-            (oid.bytes, tracked.kind, tracked.state),
+            (oid.bytes, tracked.workflow.label, tracked.state),
         )
         del self.active[oid]
 
@@ -145,7 +140,7 @@ class Rules:
         row = self.temp.fetchone()
         if row is None:
             return None
-        tracked = self.active[oid] = Tracked(row[0], row[1])
+        tracked = self.active[oid] = Tracked(WORKFLOWS[row[0]], row[1])
         return tracked
 
     def finish(self) -> None:
@@ -155,6 +150,62 @@ class Rules:
                     f"snapshot {oid} ended {t.state} with its VM still frozen "
                     f"(frozen at position {t.frozen_at}, no thaw recorded)"
                 )
+
+
+@singledispatch
+def rule(event: object, rules: Rules, position: int) -> None:
+    raise TypeError(f"no rule is registered for {type(event).__qualname__}")
+
+
+@rule.register
+def _no_rule(
+    event: Vm.Event | Pool.Event | ApiJob.Event | ApiRefusal.Event, rules: Rules, position: int
+) -> None:
+    """VM claims, pool caps and API jobs have no workflow rule of their own."""
+
+
+@rule.register
+def _requested(
+    event: VmSnapshot.Requested | VolumeSnapshot.Requested, rules: Rules, position: int
+) -> None:
+    workflow = (
+        VM_SNAPSHOT_WORKFLOW
+        if isinstance(event, VmSnapshot.Requested)
+        else VOLUME_SNAPSHOT_WORKFLOW
+    )
+    rules.active[event.originator_id] = Tracked(workflow, ALLOCATED)
+
+
+@rule.register
+def _snapshot_event(event: SnapshotAggregate.Event, rules: Rules, position: int) -> None:
+    rules.settle_if_done(event, rules.track(event, position))
+
+
+@rule.register
+def _driver_answer(event: VmSnapshot.DriverSnapshotTaken, rules: Rules, position: int) -> None:
+    tracked = rules.track(event, position)
+    if tracked is not None:
+        tracked.answers[event.pool_id] = event.need_unquiesce
+    rules.settle_if_done(event, tracked)
+
+
+@rule.register
+def _decision(event: SnapshotAggregate.UnquiesceDecided, rules: Rules, position: int) -> None:
+    """The decision's inputs are the answers taken, and it is their AND (invariant 3)."""
+    tracked = rules.track(event, position)
+    if tracked is not None:
+        recorded = dict(event.answers)
+        is_vm = tracked.workflow is VM_SNAPSHOT_WORKFLOW
+        if is_vm and tracked.answers and recorded != tracked.answers:
+            rules.problems.add(
+                f"position {position}: decision inputs differ from the answers taken"
+            )
+        if event.need_unquiesce != need_unquiesce(recorded.values()):
+            rules.problems.add(
+                f"position {position}: need_unquiesce={event.need_unquiesce} is not the AND "
+                f"of the answers {recorded}"
+            )
+    rules.settle_if_done(event, tracked)
 
 
 # Key order must be code-point order on both sides of the merge in _compare_table.

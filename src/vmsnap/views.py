@@ -122,6 +122,8 @@ class EventView:
     type: str
     timestamp: str
     data: dict[str, Any]
+    #: The decoded domain event, for readers in this process (not part of the JSON form).
+    event: object = attrs.field(default=None, eq=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         # data is JSON-safe already (projections.events.event_data): no second walk.

@@ -861,9 +861,9 @@ def _waiting_for_the_store_writer(thread: threading.Thread) -> bool:
 def test_operations_on_two_vms_from_two_threads_of_one_controller_both_succeed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import vmsnap.controller as controller_module
+    import vmsnap.bootstrap as bootstrap_module
 
-    real_project = controller_module.project
+    real_project = bootstrap_module.project
     holding = threading.Event()
     main = threading.current_thread()
 
@@ -873,7 +873,7 @@ def test_operations_on_two_vms_from_two_threads_of_one_controller_both_succeed(
             holding.set()  # this thread is inside catch_up, holding the store's writer
             wait_for(lambda: _waiting_for_the_store_writer(main), "the main thread to queue")
 
-    monkeypatch.setattr(controller_module, "project", project_then_let_the_main_thread_queue)
+    monkeypatch.setattr(bootstrap_module, "project", project_then_let_the_main_thread_queue)
     with Controller.from_config(write_config(tmp_path)) as ctrl:
         results: list[Any] = []
 

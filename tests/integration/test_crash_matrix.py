@@ -142,7 +142,7 @@ def test_a_claim_from_another_host_is_recovered_only_after_the_operation_timeout
 ) -> None:
     config = load(write_config(tmp_path))
     dying = Controller(config)
-    dying.owner = "another-host:4242:cafe"  # a controller on another machine
+    dying._runtime.owner = "another-host:4242:cafe"  # a controller on another machine
     die_at_call(dying, 2, after=True)
     with pytest.raises(SimulatedCrash):
         dying.create_vm_snapshot("vm-kvm", quiesce=True)

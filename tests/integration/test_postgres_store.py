@@ -96,11 +96,11 @@ def test_a_claim_taken_by_another_controller_refuses_the_second_one(
         Controller.from_config(config, pg_url) as b,
     ):
         # b read vm-san's record before a claimed it: b's claim loses on the version check.
-        record = b._vm_record("vm-san")
+        record = b._runtime.vm_aggregate("vm-san")
         a.create_vm_snapshot("vm-san")
         record.start("create", "00000000-0000-4000-8000-000000000001", b.owner)
         with pytest.raises(OperationInProgress):
-            b._claim(record)
+            b._runtime.claim(record)
 
 
 def test_a_stuck_writer_makes_a_create_fail_with_a_clear_error_and_record_nothing(
@@ -140,7 +140,7 @@ def test_recover_in_another_controller_compensates_a_create_whose_controller_die
     with Controller.from_config(config, pg_url) as dead:
         # A create that claimed vm-kvm and froze it, by a controller that is gone now: its
         # owner names a process of this host that does not run.
-        record = dead._vm_record("vm-kvm")
+        record = dead._runtime.vm_aggregate("vm-kvm")
         snap = VmSnapshot(
             vm_id="vm-kvm",
             name="lost",
@@ -158,7 +158,7 @@ def test_recover_in_another_controller_compensates_a_create_whose_controller_die
         )
         host = dead.owner.split(":")[0]
         record.start("create", str(snap.id), f"{host}:999999999:gone")
-        dead._claim(record, snap)
+        dead._runtime.claim(record, snap)
     with Controller.from_config(config, pg_url) as other:
         assert [v.in_flight for v in other.list_vms() if v.id == "vm-kvm"] == [str(snap.id)]
         done = other.recover()

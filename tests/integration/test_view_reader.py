@@ -46,7 +46,7 @@ def test_the_quick_read_gives_the_controllers_rows_in_the_same_order(
 def test_the_quick_read_declines_when_the_log_is_ahead_of_the_views(
     controller: Controller, store: Path
 ) -> None:
-    controller._log.save(Vm("vm-not-yet-projected"))  # recorded, not caught up
+    controller.event_log.save(Vm("vm-not-yet-projected"))  # recorded, not caught up
     assert current_vm_snapshots(store, {}, None) is None
     assert len(controller.list_vm_snapshots(include_removed=True)) == 3  # caught up
     assert current_vm_snapshots(store, {}, None) is not None

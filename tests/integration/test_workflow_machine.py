@@ -36,9 +36,11 @@ from tests.crash import SimulatedCrash, die_at_call
 from vmsnap import Controller, InvalidRequest
 from vmsnap.adapters.simulator import SimulatorWorld
 from vmsnap.domain.exceptions import IllegalTransition
+from vmsnap.domain.snapshot_base import SnapshotAggregate
 from vmsnap.domain.values import backend_name
+from vmsnap.domain.vm_snapshot import VmSnapshot
+from vmsnap.domain.volume_snapshot import VolumeSnapshot
 from vmsnap.domain.workflow import (
-    EVENT_TRIGGERS,
     VM_SNAPSHOT_WORKFLOW,
     VOLUME_SNAPSHOT_WORKFLOW,
     Workflow,
@@ -378,17 +380,18 @@ class WorkflowMachine(RuleBasedStateMachine):
             return
         workflows: dict[str, Workflow] = {}
         histories: dict[str, list[str]] = {}
-        for event in self.ctrl.audit_export():
-            oid = event.originator_id
-            kind, _, name = event.type.rpartition(".")
-            if name == "Requested" and kind in ("VmSnapshot", "VolumeSnapshot"):
+        for view in self.ctrl.audit_export():
+            oid, event = view.originator_id, view.event
+            if isinstance(event, VmSnapshot.Requested | VolumeSnapshot.Requested):
                 workflows[oid] = (
-                    VM_SNAPSHOT_WORKFLOW if kind == "VmSnapshot" else VOLUME_SNAPSHOT_WORKFLOW
+                    VM_SNAPSHOT_WORKFLOW
+                    if isinstance(event, VmSnapshot.Requested)
+                    else VOLUME_SNAPSHOT_WORKFLOW
                 )
                 histories[oid] = ["allocated"]
-            elif oid in histories and name in EVENT_TRIGGERS:
+            elif oid in histories and isinstance(event, SnapshotAggregate.Event) and event.trigger:
                 state = histories[oid][-1]
-                histories[oid].append(workflows[oid].next_state(state, EVENT_TRIGGERS[name]))
+                histories[oid].append(workflows[oid].next_state(state, event.trigger))
         for oid, previous in self.histories.items():
             assert histories[oid][: len(previous)] == previous, "history was rewritten"
         for sid, expected in self.model.items():

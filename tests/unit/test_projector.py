@@ -15,7 +15,7 @@ from tests.strategies import (
 )
 from vmsnap.domain.exceptions import IllegalTransition
 from vmsnap.domain.pool import Pool
-from vmsnap.domain.values import Capabilities, QuiesceResult, VolumeInfo
+from vmsnap.domain.values import Capabilities, DriverGroup, QuiesceResult, VolumeInfo
 from vmsnap.domain.vm import Vm
 from vmsnap.domain.vm_snapshot import VmSnapshot
 from vmsnap.projections.projector import project
@@ -50,7 +50,7 @@ def _created(feed: Feed, vm: Vm, parent: VmSnapshot | None = None, name: str = "
     vm.start("create", str(snap.id), "host:1:t", name, parent_id)
     feed(vm, snap)
     snap.start_snapshotting()
-    snap.complete(True, "filesystem")
+    snap.complete(quiesced=True, consistency="filesystem")
     vm.end(str(snap.id), "ready")
     vm.set_current(str(snap.id))
     feed(snap, vm)
@@ -107,17 +107,21 @@ def test_the_row_follows_the_storage_create_leg_step_by_step() -> None:
     snap.record_quiesced(QuiesceResult(True, True, "temp", "frozen"))
     feed(snap)
     seen.append(feed.snapshot(snap)["state"])
-    snap.record_driver_snapshot("netapp-1", "simulator", ["vol-2"], True)
+    snap.record_driver_snapshot(
+        DriverGroup("netapp-1", "simulator", ["vol-2"]), need_unquiesce=True
+    )
     snap.record_call_failed("pure-1", "take_vm_snapshot", "boom")
     feed(snap)
     seen.append(feed.snapshot(snap)["state"])
-    snap.record_unquiesce_decision({"netapp-1": True}, True, True, "temp", "rule")
+    snap.record_unquiesce_decision(
+        answers={"netapp-1": True}, need_unquiesce=True, thaw=True, release="temp", reason="rule"
+    )
     feed(snap)
     seen.append(feed.snapshot(snap)["state"])
-    snap.record_unquiesced(True, "temp", "rule", "thawed")
+    snap.record_unquiesced(thawed=True, released="temp", reason="rule", detail="thawed")
     feed(snap)
     seen.append(feed.snapshot(snap)["state"])
-    snap.complete(True, "filesystem")
+    snap.complete(quiesced=True, consistency="filesystem")
     feed(snap)
     seen.append(feed.snapshot(snap)["state"])
 
@@ -149,7 +153,7 @@ def test_a_failed_revert_leaves_the_row_ready_with_its_error_until_the_next_reve
     feed = Feed()
     snap = make_vm_snapshot()
     snap.start_snapshotting()
-    snap.complete(False, "crash")
+    snap.complete(quiesced=False, consistency="crash")
     snap.start_revert()
     snap.fail_revert("revert_vm_snapshot on netapp-1 failed")
     feed(snap)
@@ -383,9 +387,11 @@ def test_a_volume_snapshot_row_follows_its_workflow() -> None:
 
     snap.start_quiesce()
     snap.record_quiesced(QuiesceResult(False, True, "temp"))
-    snap.record_taken("netapp-1", "simulator", "vmsnap-x")
-    snap.record_unquiesce_decision({"netapp-1": True}, True, False, "temp", "rule")
-    snap.complete(True, "filesystem")
+    snap.record_taken("vmsnap-x")
+    snap.record_unquiesce_decision(
+        answers={"netapp-1": True}, need_unquiesce=True, thaw=False, release="temp", reason="rule"
+    )
+    snap.complete(quiesced=True, consistency="filesystem")
     feed(snap)
 
     row = feed.rows.get("volume_snapshots", str(snap.id))

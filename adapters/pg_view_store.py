@@ -17,7 +17,7 @@ from psycopg.rows import tuple_row
 from vmsnap.adapters import chain
 from vmsnap.adapters.pg_store import MIGRATION_LOCK, TRACKING_TABLE, notification
 from vmsnap.adapters.store import PAGE, EventLog, store_failure
-from vmsnap.adapters.views import CursorRows, Projector
+from vmsnap.adapters.view_store import CursorRows, Projector
 from vmsnap.domain.exceptions import StoreError
 from vmsnap.projections.cached_rows import CachedRows
 from vmsnap.projections.rows import TABLES, Doc, MemoryRows

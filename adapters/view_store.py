@@ -29,7 +29,7 @@ Projector = Callable[[Any, Any, int], None]
 class ViewStore(Protocol):
     """
     The stored views the Controller and the audit use: ``SqliteViews`` or, on
-    PostgreSQL, ``pg_views.PostgresViews`` (the same poller and queries).
+    PostgreSQL, ``pg_view_store.PostgresViews`` (the same poller and queries).
     """
 
     def catch_up(self) -> int: ...
@@ -47,7 +47,7 @@ def open_views(log: EventLog, project: Projector, *, migrate: bool = False) -> V
     The views in ``log``'s own database; on PostgreSQL only a migration creates them.
     """
     if log.on_postgres:
-        from vmsnap.adapters.pg_views import PostgresViews
+        from vmsnap.adapters.pg_view_store import PostgresViews
 
         return PostgresViews(log, project, migrate=migrate)
     return SqliteViews(log, project)
@@ -69,7 +69,7 @@ def _table(name: str) -> str:
 
 @contextmanager
 def _store_errors() -> Iterator[None]:
-    # As on PostgreSQL (pg_views): a view read or write the store refuses (locked past
+    # As on PostgreSQL (pg_view_store): a view read or write the store refuses (locked past
     # its timeout, not a database) is a StoreError that says why.
     try:
         yield

@@ -1,0 +1,253 @@
+"""
+Recorded steps: every hypervisor and driver call of one operation, its answer or its
+failure saved as an event before the next step (invariant 1), retries, and the quiesce
+deadline. A step that fails raises :class:`StepFailed` after recording the failure; the
+flow then compensates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+from vmsnap.domain.exceptions import DriverError
+from vmsnap.domain.ports import Hypervisor, StorageDriver
+from vmsnap.domain.rules import decide_unquiesce
+from vmsnap.domain.snapshot_base import SnapshotAggregate
+from vmsnap.domain.values import DriverGroup, SnapshotRef, VmInfo, VolumeInfo, temporary_name
+from vmsnap.domain.workflow import QUIESCING
+
+T = TypeVar("T")
+THAW_ATTEMPTS = 3
+
+# Why a thaw or release happened (``Unquiesced.reason``).
+RULE, MANDATORY, FAILURE, RECOVERY, DEADLINE = (
+    "rule",
+    "mandatory",
+    "failure",
+    "recovery",
+    "deadline",
+)
+
+
+class StepFailed(Exception):
+    """A call failed; its failure is already recorded."""
+
+
+class Steps:
+    """
+    Runs one operation's calls for one snapshot, saving every answer as it comes.
+    """
+
+    def __init__(
+        self,
+        save: Callable[..., object],
+        snapshot: SnapshotAggregate,
+        vm: VmInfo,
+        hypervisor: Hypervisor,
+        drivers: dict[str, StorageDriver],
+        quiesce_deadline_s: float = 60.0,
+    ) -> None:
+        self.save = save
+        self.snap = snapshot
+        self.vm = vm
+        self.hv = hypervisor
+        self.drivers = drivers
+        self.quiesce_deadline_s = quiesce_deadline_s
+        self.thaw_by: float | None = None  # monotonic time the frozen VM must be thawed by
+        self.expired = False
+
+    def call(
+        self,
+        target: str,
+        op: str,
+        fn: Callable[[], T],
+        *,
+        pool_id: str | None = None,
+        attempts: int = 1,
+    ) -> T:
+        error = ""
+        for attempt in range(1, attempts + 1):
+            try:
+                if self.thaw_by is not None and self.snap.frozen:
+                    return self._within_deadline(target, op, fn)
+                return fn()
+            except Exception as e:  # every failure is recorded, whatever raised it
+                code = e.code if isinstance(e, DriverError) else type(e).__name__
+                error = str(e) or type(e).__name__
+                self.snap.record_call_failed(
+                    target, op, error, code=code, attempt=attempt, pool_id=pool_id
+                )
+                self.save(self.snap)
+        raise StepFailed(f"{op} on {target} failed: {error}")
+
+    def call_groups(
+        self,
+        groups: Iterable[DriverGroup],
+        op: str,
+        fn: Callable[[StorageDriver, list[VolumeInfo]], T],
+        record: Callable[[DriverGroup, T], None],
+        *,
+        keep_going: bool = False,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """
+        Call each driver group's driver once (the seed's grouping), record each answer
+        with ``record`` and save it before the next call; ``then`` runs after each save.
+        ``keep_going``: a failed call (recorded) does not stop the others.
+        """
+        for group in groups:
+            driver = self.drivers[group.pool_id]
+            volumes = self.volumes(group.volume_ids)
+            try:
+                answer = self.call(
+                    group.pool_id, op, functools.partial(fn, driver, volumes), pool_id=group.pool_id
+                )
+            except StepFailed:
+                if keep_going:
+                    continue
+                raise
+            record(group, answer)
+            self.save(self.snap)
+            if then is not None:
+                then()
+
+    def _within_deadline(self, target: str, op: str, fn: Callable[[], T]) -> T:
+        """
+        Run a call while the VM is frozen; if the quiesce deadline passes first, thaw the
+        VM at once and let the call finish (its answer is still recorded), then fail.
+        """
+        outcome: list[T] = []
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                outcome.append(fn())
+            except BaseException as e:
+                errors.append(e)
+
+        worker = threading.Thread(target=run, name=f"vmsnap-{op}-{target}", daemon=True)
+        worker.start()
+        assert self.thaw_by is not None
+        worker.join(max(0.0, self.thaw_by - time.monotonic()))
+        if worker.is_alive():
+            self.expired = True
+            self.snap.record_deadline_exceeded(target, op, self.quiesce_deadline_s)
+            self.save(self.snap)
+            with contextlib.suppress(StepFailed):  # recorded; recover retries a failed thaw
+                self.unquiesce(self.snap.ref, thaw=True, release=None, reason=DEADLINE)
+            worker.join()
+        if errors:
+            raise errors[0]
+        return outcome[0]
+
+    def check_deadline(self) -> None:
+        if self.expired:
+            raise StepFailed(
+                f"quiesce deadline of {self.quiesce_deadline_s:g}s exceeded: "
+                "the VM was thawed while a call still ran"
+            )
+
+    def volumes(self, ids: tuple[str, ...]) -> list[VolumeInfo]:
+        by_id = {v.id: v for v in self.vm.volumes}
+        return [by_id[i] for i in ids]
+
+    def quiesce(self, ref: SnapshotRef, *, memory: bool) -> None:
+        self.snap.start_quiesce()
+        self.save(self.snap)
+        result = self.call(
+            self.hv.name, "quiesce", lambda: self.hv.quiesce(self.vm, ref, memory=memory)
+        )
+        self.snap.record_quiesced(result)
+        self.save(self.snap)
+        if result.frozen:
+            self.thaw_by = time.monotonic() + self.quiesce_deadline_s
+
+    def decide_and_unquiesce(self, answers: dict[str, bool], *, memory: bool) -> None:
+        """
+        The AND rule over the drivers' answers, recorded with its inputs, then the
+        unquiesce it decides (invariant 3).
+        """
+        snap = self.snap
+        decision = decide_unquiesce(
+            answers, frozen=snap.frozen, temp_snapshot=snap.hypervisor_snapshot, memory=memory
+        )
+        snap.record_unquiesce_decision(
+            answers=dict(answers),
+            need_unquiesce=decision.need_unquiesce,
+            thaw=decision.thaw,
+            release=decision.release,
+            reason=decision.reason,
+        )
+        self.save(snap)
+        self.unquiesce(
+            snap.ref,
+            thaw=decision.thaw,
+            release=decision.release,
+            reason=RULE if decision.release else MANDATORY,
+        )
+
+    def unquiesce(self, ref: SnapshotRef, *, thaw: bool, release: str | None, reason: str) -> None:
+        """
+        Thaw (mandatory when frozen, retried) and/or release the temporary snapshot.
+        """
+        if not thaw and release is None:
+            return
+        attempts = THAW_ATTEMPTS if thaw else 1
+        deadline, self.thaw_by = self.thaw_by, None  # the unquiesce call itself is not cut short
+        try:
+            detail = self.call(
+                self.hv.name,
+                "unquiesce",
+                lambda: self.hv.unquiesce(self.vm, ref, thaw=thaw, release=release),
+                attempts=attempts,
+            )
+        except StepFailed:
+            self.thaw_by = deadline
+            if thaw and self.snap.frozen:
+                self.snap.record_alert(
+                    "vm-frozen",
+                    f"VM {self.vm.id} may still be frozen: thaw failed {attempts} times",
+                )
+                self.save(self.snap)
+            raise
+        self.snap.record_unquiesced(thawed=thaw, released=release, reason=reason, detail=detail)
+        self.save(self.snap)
+
+    @contextlib.contextmanager
+    def thaw_on_error(self) -> Iterator[None]:
+        """
+        If the operation breaks off with an error that is not a recorded call failure (the
+        store refused a write, a bug), thaw a frozen VM before the error propagates: the
+        freeze must not outlive the failure. Nothing can be recorded here; recover() thaws
+        again (thaw is idempotent) and records it.
+        """
+        try:
+            yield
+        except StepFailed:
+            raise
+        except Exception:
+            if self.snap.frozen or self.snap.state == QUIESCING:
+                with contextlib.suppress(Exception):
+                    self.hv.unquiesce(self.vm, self.snap.ref, thaw=True, release=None)
+            raise
+
+    def release_after_failure(self, reason: str) -> None:
+        """
+        On the failure path of a quiesced flow: thaw a VM that is (or may be) frozen and
+        release the quiesce's temporary hypervisor snapshot; record failures and go on.
+        """
+        snap = self.snap
+        # A quiesce call that never answered may have frozen the VM and taken its temporary
+        # snapshot: thaw and release (by its fixed name) to be sure; both are idempotent.
+        unanswered = snap.state == QUIESCING
+        maybe_frozen = snap.frozen or unanswered
+        temp = snap.hypervisor_snapshot
+        if unanswered and temp is None:
+            temp = temporary_name(snap.ref.name)
+        with contextlib.suppress(StepFailed):  # recorded; the caller reports leftovers
+            self.unquiesce(snap.ref, thaw=maybe_frozen, release=temp, reason=reason)

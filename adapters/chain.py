@@ -279,77 +279,71 @@ def _explain(raw: Iterator[tuple[str, int, int]]) -> Iterator[Finding]:
     that shifted the events after it (a change followed by a run moved up one position)
     from a change in place.
     """
-    run: list[int] | None = None  # [first position, last position, offset]
-    pending: tuple[str, int, int] | None = None  # a change that may be an insertion
+    explainer = _Explainer()
+    for kind, position, q in raw:
+        yield from explainer.feed(kind, position, q)
+    yield from explainer.flush_run()
+    yield from explainer.flush_pending()
 
-    def flush_run() -> Iterator[Finding]:
-        nonlocal run, pending
-        if run is None:
+
+_PLAIN = {
+    "deleted": "event deleted (sealed, now missing)",
+    "inserted": "event inserted (never sealed, amid sealed events)",
+    "chain": (
+        "seal altered (its hash does not follow from the seals before it: this seal, or "
+        "the one before it, was rewritten)"
+    ),
+}
+
+
+class _Explainer:
+    def __init__(self) -> None:
+        self.run: list[int] | None = None  # [first position, last position, offset]
+        self.pending: int | None = None  # the position of a change that may be an insertion
+
+    def feed(self, kind: str, position: int, q: int) -> Iterator[Finding]:
+        if kind == "reordered":
+            offset = position - q
+            run = self.run
+            if run is not None and run[2] == offset and run[1] + 1 == position:
+                run[1] = position
+                return
+            yield from self.flush_run()
+            self.run = [position, position, offset]
             return
-        first, last, offset = run
-        run = None
-        if pending is not None and offset == 1 and first == pending[1] + 1:
-            p = pending[1]
-            pending = None
-            moved = last - first + 1
+        yield from self.flush_run()
+        yield from self.flush_pending()
+        if kind == "changed":
+            self.pending = position
+        else:
+            yield Finding(kind, position, f"position {position}: {_PLAIN[kind]}")
+
+    def flush_run(self) -> Iterator[Finding]:
+        if self.run is None:
+            return
+        first, last, offset = self.run
+        self.run = None
+        p = self.pending
+        if p is not None and offset == 1 and first == p + 1:
+            self.pending = None
             yield Finding(
                 "inserted",
                 p,
-                f"position {p}: event inserted (never sealed); the {moved} event(s) after "
-                "it were shifted by one position",
+                f"position {p}: event inserted (never sealed); the {last - first + 1} "
+                "event(s) after it were shifted by one position",
             )
             return
-        yield from flush_pending()
+        yield from self.flush_pending()
         if first == last:
-            yield Finding(
-                "reordered",
-                first,
-                f"position {first}: event reordered (it was sealed at position {first - offset})",
-            )
+            text = f"position {first}: event reordered (it was sealed at position {first - offset})"
         else:
-            yield Finding(
-                "reordered",
-                first,
+            text = (
                 f"positions {first}-{last}: events reordered (sealed at positions "
-                f"{first - offset}-{last - offset})",
+                f"{first - offset}-{last - offset})"
             )
+        yield Finding("reordered", first, text)
 
-    def flush_pending() -> Iterator[Finding]:
-        nonlocal pending
-        if pending is not None:
-            p = pending[1]
-            pending = None
+    def flush_pending(self) -> Iterator[Finding]:
+        if self.pending is not None:
+            p, self.pending = self.pending, None
             yield Finding("changed", p, f"position {p}: event changed after it was sealed")
-
-    for kind, position, q in raw:
-        if kind == "reordered":
-            offset = position - q
-            if run is not None and run[2] == offset and run[1] + 1 == position:
-                run[1] = position
-                continue
-            yield from flush_run()
-            run = [position, position, offset]
-            continue
-        yield from flush_run()
-        yield from flush_pending()
-        if kind == "changed":
-            pending = (kind, position, q)
-        elif kind == "deleted":
-            yield Finding(
-                kind, position, f"position {position}: event deleted (sealed, now missing)"
-            )
-        elif kind == "inserted":
-            yield Finding(
-                kind,
-                position,
-                f"position {position}: event inserted (never sealed, amid sealed events)",
-            )
-        else:
-            yield Finding(
-                kind,
-                position,
-                f"position {position}: seal altered (its hash does not follow from the "
-                "seals before it: this seal, or the one before it, was rewritten)",
-            )
-    yield from flush_run()
-    yield from flush_pending()

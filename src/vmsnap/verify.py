@@ -274,63 +274,99 @@ def verify(log: EventLog, kept_head: tuple[int, str] | None = None) -> VerifyRep
     """
     problems = Problems()
     recorder: Any = log.recorder
-    events_table = recorder.events_table_name
     temp = sqlite3.connect("")  # a private temporary database on disk, gone when closed
     try:
-        tc, rc = temp.cursor(), temp.cursor()
+        tc = temp.cursor()
         create_view_tables(tc)  # the stored views' shape
-        rules = Rules(rc, problems)
-        rows = CachedRows(CursorRows(tc))
         dialect = "postgres" if log.on_postgres else "sqlite"
         with recorder.datastore.transaction(commit=False) as c:
-            if dialect == "postgres":
-                from psycopg.rows import tuple_row  # the postgres extra, there on PostgreSQL
-
-                # One consistent copy of the log, views and chain while others write.
-                c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                c.execute(f'SET LOCAL search_path TO "{recorder.datastore.schema}"')
-                c = c.connection.cursor(row_factory=tuple_row)
-            c.execute(f"SELECT position FROM {TRACKING} WHERE name='views'")
-            projected = int(c.fetchone()[0])
-            count = 0
-
-            def events() -> Iterator[tuple[int, bytes]]:
-                nonlocal count
-                position = 0
-                while True:
-                    page = events_page(c, events_table, position, dialect)
-                    for row in page:
-                        position = int(row[0])
-                        count += 1
-                        _replay(log, row, position <= projected, rules, rows, problems)
-                        yield position, row_digest(row)
-                    if len(page) < PAGE:
-                        return
-
-            last_seal: tuple[int, str] | None = None
-            if has_chain(c, dialect):
-                for finding in compare(events(), seals(c, dialect), sealed_at(c, dialect)):
-                    problems.add(finding.message)
-                last_seal = head(c, dialect)
-                rewritten = None if kept_head is None else check_head(c, kept_head, dialect)
-                if rewritten is not None:
-                    problems.add(rewritten.message)
-            else:
-                for _ in events():
-                    pass
-                if count:
-                    problems.add("the log has no seals: its chain table is missing")
-            rules.finish()
-            rows.flush()
+            c = _consistent_reads(c, recorder) if dialect == "postgres" else c
+            replay = _Replay(
+                log,
+                c,
+                dialect,
+                Rules(temp.cursor(), problems),
+                CachedRows(CursorRows(tc)),
+                problems,
+            )
+            last_seal = _check_chain(c, dialect, replay, kept_head, problems)
+            replay.rules.finish()
+            replay.rows.flush()
             for table in TABLES:
                 diff = _compare_table(
                     table, _rows_in_key_order(c, table, dialect), _rows_in_key_order(tc, table)
                 )
                 if diff is not None:
                     problems.add(diff)
-        return problems.report(count, last_seal)
+        return problems.report(replay.count, last_seal)
     finally:
         temp.close()
+
+
+def _consistent_reads(c: Any, recorder: Any) -> Any:
+    """One consistent copy of the log, views and chain while others write (PostgreSQL)."""
+    from psycopg.rows import tuple_row  # the postgres extra, there on PostgreSQL
+
+    c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    c.execute(f'SET LOCAL search_path TO "{recorder.datastore.schema}"')
+    return c.connection.cursor(row_factory=tuple_row)
+
+
+class _Replay:
+    """The log read once in pages: each event checked by the rules and projected."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        c: Any,
+        dialect: str,
+        rules: Rules,
+        rows: CachedRows,
+        problems: Problems,
+    ) -> None:
+        self.log, self.c, self.dialect = log, c, dialect
+        self.rules, self.rows, self.problems = rules, rows, problems
+        self.count = 0
+        c.execute(f"SELECT position FROM {TRACKING} WHERE name='views'")
+        self.projected = int(c.fetchone()[0])
+
+    def events(self) -> Iterator[tuple[int, bytes]]:
+        """Every event's position and digest, in log order, replayed on the way."""
+        table = self.log.recorder.events_table_name  # type: ignore[attr-defined]
+        position = 0
+        while True:
+            page = events_page(self.c, table, position, self.dialect)
+            for row in page:
+                position = int(row[0])
+                self.count += 1
+                _replay(
+                    self.log, row, position <= self.projected, self.rules, self.rows, self.problems
+                )
+                yield position, row_digest(row)
+            if len(page) < PAGE:
+                return
+
+
+def _check_chain(
+    c: Any,
+    dialect: str,
+    replay: _Replay,
+    kept_head: tuple[int, str] | None,
+    problems: Problems,
+) -> tuple[int, str] | None:
+    """Replay the log against its seals; return the last seal (None: no chain)."""
+    if not has_chain(c, dialect):
+        for _ in replay.events():
+            pass
+        if replay.count:
+            problems.add("the log has no seals: its chain table is missing")
+        return None
+    for finding in compare(replay.events(), seals(c, dialect), sealed_at(c, dialect)):
+        problems.add(finding.message)
+    rewritten = None if kept_head is None else check_head(c, kept_head, dialect)
+    if rewritten is not None:
+        problems.add(rewritten.message)
+    return head(c, dialect)
 
 
 def _replay(

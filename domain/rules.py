@@ -8,7 +8,7 @@ from datetime import datetime
 import attrs
 
 from vmsnap.domain.exceptions import InvalidRequest
-from vmsnap.domain.values import MAX_TEXT, Capabilities, DriverGroup, VolumeInfo
+from vmsnap.domain.values import CRASH, FILESYSTEM, MAX_TEXT, Capabilities, DriverGroup, VolumeInfo
 
 HYPERVISOR_STRATEGY = "hypervisor"
 STORAGE_STRATEGY = "storage"
@@ -122,7 +122,7 @@ def decide_unquiesce(
 
 
 def consistency(quiesced: bool) -> str:
-    return "filesystem" if quiesced else "crash"
+    return FILESYSTEM if quiesced else CRASH
 
 
 def default_name(vm_id: str, now: datetime) -> str:

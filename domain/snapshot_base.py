@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from eventsourcing.domain import Aggregate
 
-from vmsnap.domain.values import QuiesceResult, SnapshotRef, backend_name
+from vmsnap.domain.values import CRASH, QuiesceResult, SnapshotRef, backend_name
 from vmsnap.domain.workflow import (
     ALLOCATED,
     COMPLETE,
@@ -161,7 +161,7 @@ class SnapshotAggregate(Aggregate):
         self.frozen: bool = False
         self.quiesced: bool = False
         self.hypervisor_snapshot: str | None = None
-        self.consistency: str = "crash"
+        self.consistency: str = CRASH
 
     def check(self, trigger: str) -> None:
         """

@@ -12,7 +12,11 @@ STORAGE_SYSTEM_SNAPSHOT = "STORAGE_SYSTEM_SNAPSHOT"
 CAPABILITY_NAMES = (VOLUME_SNAPSHOT_QUIESCEVM, STORAGE_SYSTEM_SNAPSHOT)
 
 MAX_TEXT = 255
-POWER_STATES = ("Running", "Stopped")
+RUNNING, STOPPED = "Running", "Stopped"
+POWER_STATES = (RUNNING, STOPPED)
+
+# What a snapshot's data is consistent with (the views' ``consistency``).
+CRASH, FILESYSTEM = "crash", "filesystem"
 
 
 def _volume_tuple(volumes: Iterable[VolumeInfo]) -> tuple[VolumeInfo, ...]:

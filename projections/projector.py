@@ -15,7 +15,7 @@ from vmsnap.domain.api_job import ApiJob
 from vmsnap.domain.api_refusal import ApiRefusal
 from vmsnap.domain.pool import Pool
 from vmsnap.domain.snapshot_base import SnapshotAggregate
-from vmsnap.domain.values import Capabilities
+from vmsnap.domain.values import CRASH, Capabilities
 from vmsnap.domain.vm import Vm
 from vmsnap.domain.vm_snapshot import VmSnapshot
 from vmsnap.domain.volume_snapshot import VolumeSnapshot
@@ -71,7 +71,7 @@ def _vm_snapshot_requested(e: VmSnapshot.Requested, rows: Rows, position: int) -
         "state": ALLOCATED,
         "quiesce_requested": e.quiesce_requested,
         "quiesced": False,
-        "consistency": "crash",
+        "consistency": CRASH,
         "strategy": e.strategy,
         "error": None,
         "volumes": [{"volume_id": v.volume_id, "pool_id": v.pool_id} for v in e.volumes],

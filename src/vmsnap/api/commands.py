@@ -27,13 +27,13 @@ from vmsnap.domain.api_job import FAILED, PENDING, SUCCEEDED, ApiJob
 from vmsnap.domain.api_refusal import ApiRefusal
 from vmsnap.domain.exceptions import InvalidRequest, OperationInProgress
 from vmsnap.domain.rules import check_text
+from vmsnap.domain.workflow import IN_PROGRESS, REMOVED
 from vmsnap.views import VmSnapshotView, VolumeSnapshotView
 
 Doc = dict[str, Any]
 Params = Mapping[str, str]
 #: Parameters that sign a request rather than say what it asks; not kept in jobs.
 SIGNING = {"apikey", "signature", "signatureversion", "expires", "response", "command"}
-IN_PROGRESS = {"allocated", "quiescing", "snapshotting", "unquiescing", "reverting", "expunging"}
 #: The CloudStack command classes, for the ``cmd`` of a job.
 COMMAND_CLASSES = {
     "createVMSnapshot": "org.apache.cloudstack.api.command.user.vmsnapshot.CreateVMSnapshotCmd",
@@ -231,7 +231,7 @@ class CloudStackApi:
         items = [
             responses.volume_snapshot(v)
             for v in self._ctl.list_volume_snapshots(volume_id)
-            if v.state != "removed" and sid in (None, v.id)
+            if v.state != REMOVED and sid in (None, v.id)
         ]
         return _page("listsnapshots", items, p)
 

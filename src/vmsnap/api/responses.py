@@ -5,30 +5,41 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from vmsnap.domain.workflow import (
+    ALLOCATED,
+    EXPUNGING,
+    FAILED,
+    QUIESCING,
+    READY,
+    REMOVED,
+    REVERTING,
+    SNAPSHOTTING,
+    UNQUIESCING,
+)
 from vmsnap.views import PoolView, VmSnapshotView, VolumeSnapshotView, VolumeView
 
 #: vmsnap state -> CloudStack's VMSnapshot.State.
 VM_SNAPSHOT_STATES = {
-    "allocated": "Creating",
-    "quiescing": "Creating",
-    "snapshotting": "Creating",
-    "unquiescing": "Creating",
-    "ready": "Ready",
-    "reverting": "Reverting",
-    "expunging": "Expunging",
-    "removed": "Removed",
-    "failed": "Error",
+    ALLOCATED: "Creating",
+    QUIESCING: "Creating",
+    SNAPSHOTTING: "Creating",
+    UNQUIESCING: "Creating",
+    READY: "Ready",
+    REVERTING: "Reverting",
+    EXPUNGING: "Expunging",
+    REMOVED: "Removed",
+    FAILED: "Error",
 }
 #: vmsnap state -> CloudStack's Snapshot.State (volume snapshots).
 VOLUME_SNAPSHOT_STATES = {
-    "allocated": "Creating",
-    "quiescing": "Creating",
-    "snapshotting": "Creating",
-    "unquiescing": "Creating",
-    "ready": "BackedUp",
-    "expunging": "Destroying",
-    "removed": "Destroyed",
-    "failed": "Error",
+    ALLOCATED: "Creating",
+    QUIESCING: "Creating",
+    SNAPSHOTTING: "Creating",
+    UNQUIESCING: "Creating",
+    READY: "BackedUp",
+    EXPUNGING: "Destroying",
+    REMOVED: "Destroyed",
+    FAILED: "Error",
 }
 #: The list key of each list command's response (CloudStack's own spelling).
 LIST_KEYS = {

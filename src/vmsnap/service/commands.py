@@ -15,7 +15,7 @@ from eventsourcing.persistence import IntegrityError
 from vmsnap.domain.exceptions import InvalidRequest, NotFound
 from vmsnap.domain.pool import Pool
 from vmsnap.domain.rules import check_text, choose_strategy, default_name, group_by_driver
-from vmsnap.domain.values import Capabilities, VmInfo, VolumeRef
+from vmsnap.domain.values import RUNNING, Capabilities, VmInfo, VolumeRef
 from vmsnap.domain.vm import (
     CREATE,
     DELETE,
@@ -53,7 +53,7 @@ class Commands:
         vm = rt.vm_info(vm_id)
         check_text("name", name)
         check_text("description", description)
-        if memory and vm.power_state != "Running":
+        if memory and vm.power_state != RUNNING:
             raise InvalidRequest(
                 f"VM {vm_id} is {vm.power_state}: a memory snapshot needs it Running"
             )

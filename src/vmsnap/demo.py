@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from vmsnap import demo_libvirt
-from vmsnap.cli import timeline_text, view_text
 from vmsnap.controller import Controller
 from vmsnap.domain.exceptions import InvalidRequest
+from vmsnap.render import emit_json, timeline_text, view_text
 
 DEMO_CONFIG = """\
 # vmsnap demo: three simulated hypervisors, the default pool and two vendor pools.
@@ -85,7 +85,9 @@ volumes = [{ id = "vol-5", pool = "netapp-1", type = "ROOT" }]
 
 
 class Story:
-    def __init__(self, as_json: bool) -> None:
+    """The steps told so far; printed as they come unless the story ends as one JSON document."""
+
+    def __init__(self, *, as_json: bool) -> None:
         self.as_json = as_json
         self.steps: list[dict[str, Any]] = []
 
@@ -112,7 +114,7 @@ def run_demo(folder: Path | None, *, as_json: bool = False) -> int:
         (folder / leftover).unlink(missing_ok=True)
     config = folder / "vmsnap.toml"
     config.write_text(DEMO_CONFIG, encoding="utf-8")
-    story = Story(as_json)
+    story = Story(as_json=as_json)
     with Controller.from_config(config) as c:
         _tell(c, story)
     missing = demo_libvirt.available()
@@ -130,9 +132,7 @@ def run_demo(folder: Path | None, *, as_json: bool = False) -> int:
         config=str(config),
     )
     if as_json:
-        print(
-            json.dumps({"dir": str(folder), "config": str(config), "steps": story.steps}, indent=2)
-        )
+        emit_json({"dir": str(folder), "config": str(config), "steps": story.steps})
     return 0
 
 

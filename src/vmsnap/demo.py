@@ -7,7 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from vmsnap import config as config_module
 from vmsnap import demo_libvirt
+from vmsnap.bootstrap import simulator_worlds
 from vmsnap.controller import Controller
 from vmsnap.domain.exceptions import InvalidRequest
 from vmsnap.render import emit_json, timeline_text, view_text
@@ -116,7 +118,7 @@ def run_demo(folder: Path | None, *, as_json: bool = False) -> int:
     config.write_text(DEMO_CONFIG, encoding="utf-8")
     story = Story(as_json=as_json)
     with Controller.from_config(config) as c:
-        _tell(c, story)
+        _tell(c, story, config)
     missing = demo_libvirt.available()
     if missing is None:
         for title, text in demo_libvirt.tell(folder):
@@ -136,7 +138,17 @@ def run_demo(folder: Path | None, *, as_json: bool = False) -> int:
     return 0
 
 
-def _tell(c: Controller, story: Story) -> None:
+def _simulated_calls(config: Path, vm_id: str) -> list[dict[str, Any]]:
+    """The simulated calls about ``vm_id``, in order, as the demo's world recorded them."""
+    worlds = simulator_worlds(config_module.load(config))
+    try:
+        return [x for x in next(iter(worlds.values())).calls() if x["vm_id"] == vm_id]
+    finally:
+        for world in worlds.values():
+            world.close()
+
+
+def _tell(c: Controller, story: Story, config: Path) -> None:
     pools = c.list_pools()
     story.say(
         "1. Pools advertise capabilities (listStoragePools caps)",
@@ -144,9 +156,7 @@ def _tell(c: Controller, story: Story) -> None:
         pools=[p.to_dict() for p in pools],
     )
     snap = c.create_vm_snapshot("vm-1", name="before-upgrade", description="demo", quiesce=True)
-    calls = [
-        x for x in c._wiring.worlds[next(iter(c._wiring.worlds))].calls() if x["vm_id"] == "vm-1"
-    ]
+    calls = _simulated_calls(config, "vm-1")
     story.say(
         "2. A quiesced VM snapshot of vm-1 across the default driver and two vendor drivers",
         view_text(snap)

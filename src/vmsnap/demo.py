@@ -7,10 +7,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from vmsnap import config as config_module
 from vmsnap import demo_libvirt
-from vmsnap.cli import timeline_text, view_text
+from vmsnap.bootstrap import simulator_worlds
 from vmsnap.controller import Controller
 from vmsnap.domain.exceptions import InvalidRequest
+from vmsnap.render import emit_json, timeline_text, view_text
 
 DEMO_CONFIG = """\
 # vmsnap demo: three simulated hypervisors, the default pool and two vendor pools.
@@ -85,7 +87,9 @@ volumes = [{ id = "vol-5", pool = "netapp-1", type = "ROOT" }]
 
 
 class Story:
-    def __init__(self, as_json: bool) -> None:
+    """The steps told so far; printed as they come unless the story ends as one JSON document."""
+
+    def __init__(self, *, as_json: bool) -> None:
         self.as_json = as_json
         self.steps: list[dict[str, Any]] = []
 
@@ -112,9 +116,9 @@ def run_demo(folder: Path | None, *, as_json: bool = False) -> int:
         (folder / leftover).unlink(missing_ok=True)
     config = folder / "vmsnap.toml"
     config.write_text(DEMO_CONFIG, encoding="utf-8")
-    story = Story(as_json)
+    story = Story(as_json=as_json)
     with Controller.from_config(config) as c:
-        _tell(c, story)
+        _tell(c, story, config)
     missing = demo_libvirt.available()
     if missing is None:
         for title, text in demo_libvirt.tell(folder):
@@ -130,13 +134,21 @@ def run_demo(folder: Path | None, *, as_json: bool = False) -> int:
         config=str(config),
     )
     if as_json:
-        print(
-            json.dumps({"dir": str(folder), "config": str(config), "steps": story.steps}, indent=2)
-        )
+        emit_json({"dir": str(folder), "config": str(config), "steps": story.steps})
     return 0
 
 
-def _tell(c: Controller, story: Story) -> None:
+def _simulated_calls(config: Path, vm_id: str) -> list[dict[str, Any]]:
+    """The simulated calls about ``vm_id``, in order, as the demo's world recorded them."""
+    worlds = simulator_worlds(config_module.load(config))
+    try:
+        return [x for x in next(iter(worlds.values())).calls() if x["vm_id"] == vm_id]
+    finally:
+        for world in worlds.values():
+            world.close()
+
+
+def _tell(c: Controller, story: Story, config: Path) -> None:
     pools = c.list_pools()
     story.say(
         "1. Pools advertise capabilities (listStoragePools caps)",
@@ -144,9 +156,7 @@ def _tell(c: Controller, story: Story) -> None:
         pools=[p.to_dict() for p in pools],
     )
     snap = c.create_vm_snapshot("vm-1", name="before-upgrade", description="demo", quiesce=True)
-    calls = [
-        x for x in c._wiring.worlds[next(iter(c._wiring.worlds))].calls() if x["vm_id"] == "vm-1"
-    ]
+    calls = _simulated_calls(config, "vm-1")
     story.say(
         "2. A quiesced VM snapshot of vm-1 across the default driver and two vendor drivers",
         view_text(snap)

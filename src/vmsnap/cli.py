@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from vmsnap import cli_commands as cmd
+from vmsnap import cli_commands as handlers
 from vmsnap.cli_commands import (
     EXIT_CONFLICT,
     EXIT_FAILED,
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(parser, top=True)
     commands = _Commands(parser)
     demo = commands.command(
-        "demo", "write a demo config and world, and tell the whole story", cmd.demo
+        "demo", "write a demo config and world, and tell the whole story", handlers.demo
     )
     demo.add_argument("--dir", help="folder for the demo (default: a new temporary folder)")
     _inventory_commands(commands)
@@ -109,13 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _inventory_commands(commands: _Commands) -> None:
     pools = commands.group("pools", "storage pools")
     commands.command(
-        "list", "pools with their capabilities (caps)", _controlled(cmd.pools_list), pools
+        "list", "pools with their capabilities (caps)", _controlled(handlers.pools_list), pools
     )
     volumes = commands.group("volumes", "volumes")
     p = commands.command(
         "list",
         "volumes with quiescevm and supportsstoragesnapshot",
-        _controlled(cmd.volumes_list),
+        _controlled(handlers.volumes_list),
         volumes,
     )
     p.add_argument("--vm", help="only this VM's volumes")
@@ -123,7 +123,9 @@ def _inventory_commands(commands: _Commands) -> None:
 
 def _vm_snapshot_commands(commands: _Commands) -> None:
     vms = commands.group("vm-snapshots", "VM snapshots")
-    p = commands.command("create", "take a VM snapshot", _controlled(cmd.vm_snapshots_create), vms)
+    p = commands.command(
+        "create", "take a VM snapshot", _controlled(handlers.vm_snapshots_create), vms
+    )
     p.add_argument("--vm", required=True)
     p.add_argument("--name")
     p.add_argument("--description")
@@ -134,15 +136,15 @@ def _vm_snapshot_commands(commands: _Commands) -> None:
         "--quiesce", action="store_true", help="quiesce the guest (the seed's quiescevm)"
     )
     p = commands.command(
-        "list", "VM snapshots (removed ones only with --all)", cmd.vm_snapshots_list, vms
+        "list", "VM snapshots (removed ones only with --all)", handlers.vm_snapshots_list, vms
     )
     p.add_argument("--vm")
     p.add_argument("--state")
     p.add_argument("--all", action="store_true", help="include removed snapshots")
     for name, help, handler in (
-        ("show", "one VM snapshot", cmd.vm_snapshots_show),
-        ("revert", "revert the VM to a snapshot", cmd.vm_snapshots_revert),
-        ("delete", "delete a VM snapshot", cmd.vm_snapshots_delete),
+        ("show", "one VM snapshot", handlers.vm_snapshots_show),
+        ("revert", "revert the VM to a snapshot", handlers.vm_snapshots_revert),
+        ("delete", "delete a VM snapshot", handlers.vm_snapshots_delete),
     ):
         commands.command(name, help, _controlled(handler), vms).add_argument("id")
 
@@ -150,7 +152,7 @@ def _vm_snapshot_commands(commands: _Commands) -> None:
 def _volume_snapshot_commands(commands: _Commands) -> None:
     snaps = commands.group("snapshots", "volume snapshots")
     p = commands.command(
-        "create", "take a volume snapshot", _controlled(cmd.snapshots_create), snaps
+        "create", "take a volume snapshot", _controlled(handlers.snapshots_create), snaps
     )
     p.add_argument("--volume", required=True)
     p.add_argument(
@@ -158,11 +160,11 @@ def _volume_snapshot_commands(commands: _Commands) -> None:
         action="store_true",
         help="quiesce the VM (pool must advertise VOLUME_SNAPSHOT_QUIESCEVM)",
     )
-    p = commands.command("list", "volume snapshots", _controlled(cmd.snapshots_list), snaps)
+    p = commands.command("list", "volume snapshots", _controlled(handlers.snapshots_list), snaps)
     p.add_argument("--volume")
     for name, help, handler in (
-        ("show", "one volume snapshot", cmd.snapshots_show),
-        ("delete", "delete a volume snapshot", cmd.snapshots_delete),
+        ("show", "one volume snapshot", handlers.snapshots_show),
+        ("delete", "delete a volume snapshot", handlers.snapshots_delete),
     ):
         commands.command(name, help, _controlled(handler), snaps).add_argument("id")
 
@@ -172,14 +174,14 @@ def _vm_commands(commands: _Commands) -> None:
     p = commands.command(
         "list",
         "VMs with their operation in flight and whether believed frozen",
-        _controlled(cmd.vms_list),
+        _controlled(handlers.vms_list),
         vms,
     )
     p.add_argument("--frozen", action="store_true", help="only VMs believed frozen")
     commands.command(
         "recover",
         "finish or compensate operations left in flight by a crashed controller",
-        _controlled(cmd.recover),
+        _controlled(handlers.recover),
     )
 
 
@@ -188,7 +190,7 @@ def _audit_commands(commands: _Commands) -> None:
     p = commands.command(
         "timeline",
         "the events of one snapshot, or of every snapshot of a VM",
-        _audited(cmd.audit_timeline),
+        _audited(handlers.audit_timeline),
         audit,
     )
     p.add_argument("id", nargs="?")
@@ -196,19 +198,19 @@ def _audit_commands(commands: _Commands) -> None:
     commands.command(
         "export",
         "every stored event, in log order, as JSON lines",
-        _audited(cmd.audit_export),
+        _audited(handlers.audit_export),
         audit,
     )
     p = commands.command(
         "state",
         "a snapshot as it was at a point of the log (time travel)",
-        _audited(cmd.audit_state),
+        _audited(handlers.audit_state),
         audit,
     )
     p.add_argument("id")
     p.add_argument("--at", required=True, help="a log position (integer) or an ISO-8601 timestamp")
     p = commands.command(
-        "verify", "replay the whole log and check it", _audited(cmd.audit_verify), audit
+        "verify", "replay the whole log and check it", _audited(handlers.audit_verify), audit
     )
     p.add_argument(
         "--expect-head",
@@ -220,26 +222,28 @@ def _audit_commands(commands: _Commands) -> None:
 
 def _service_commands(commands: _Commands) -> None:
     store = commands.group("store", "the event store")
-    commands.command("migrate", "create or upgrade the store's schema", cmd.store_migrate, store)
+    commands.command(
+        "migrate", "create or upgrade the store's schema", handlers.store_migrate, store
+    )
     sim = commands.group("simulator", "the simulated world")
     commands.command(
         "show",
         "the simulated world: VMs, volumes and every simulated call",
-        cmd.simulator_show,
+        handlers.simulator_show,
         sim,
     )
-    serve = commands.command("serve", "serve the CloudStack-compatible API", cmd.serve)
+    serve = commands.command("serve", "serve the CloudStack-compatible API", handlers.serve)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
 
 
-def _controlled(fn: cmd.ControllerHandler) -> Handler:
-    return cmd.with_controller(fn)
+def _controlled(fn: handlers.ControllerHandler) -> Handler:
+    return handlers.with_controller(fn)
 
 
-def _audited(fn: cmd.ControllerHandler) -> Handler:
+def _audited(fn: handlers.ControllerHandler) -> Handler:
     # The audit commands also run with only --store, without a config file.
-    return cmd.with_controller(fn, store_only=True)
+    return handlers.with_controller(fn, store_only=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -48,7 +48,7 @@ def wait_for(
     ``process``: a child the condition depends on. Between looks the helper waits on it
     rather than sleeping, and fails at once if it ends before the condition holds.
 
-    This is the only place a test pauses: tests never sleep themselves.
+    Its short pause between looks is the only sleep in the tests: no test body sleeps.
     """
     deadline = time.monotonic() + timeout_s
     while not condition():

@@ -2,7 +2,7 @@
 Shared fixtures: a simulated world described by a config file in a temp folder, and an
 open Controller on a SQLite file store beside it.
 
-The world (see :func:`write_config`):
+The world (see :func:`world_config`; write it with :func:`tests.support.write_config`):
 
 - hypervisors ``esx1`` (vmware), ``xen1`` (xenserver), ``kvm1`` (kvm);
 - pools ``primary-1`` (default driver, advertises nothing), ``netapp-1`` and ``pure-1``
@@ -15,20 +15,18 @@ The world (see :func:`write_config`):
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import attrs
 import pytest
 
-from tests.toml_text import toml_table
+from tests.support import Config, write_config
 from vmsnap import Controller
 from vmsnap.adapters.simulator import SimulatorWorld
 
 STATE_FILE = "sim-state.db"
 STORE_FILE = "vmsnap.db"
-WAIT_S = 30.0  # the longest any test waits for another thread
 
 ALL_CAPS = {"VOLUME_SNAPSHOT_QUIESCEVM": True, "STORAGE_SYSTEM_SNAPSHOT": True}
 NO_CAPS = {"VOLUME_SNAPSHOT_QUIESCEVM": False, "STORAGE_SYSTEM_SNAPSHOT": False}
@@ -91,86 +89,74 @@ class VendorPool:
     delay_s: Mapping[str, float] = attrs.field(factory=dict)
 
 
-def write_config(
-    folder: Path,
+def world_config(
     *,
     netapp: VendorPool | None = None,
     pure: VendorPool | None = None,
     hypervisor_faults: Mapping[str, Mapping[str, str]] | None = None,
     hypervisor_delays: Mapping[str, Mapping[str, float]] | None = None,
     max_vm_snapshots_per_vm: int = 10,
-    filename: str = "vmsnap.toml",
+    quiesce_deadline_s: float = 60,
     store: str = STORE_FILE,
-) -> Path:
+) -> Config:
     """
-    Write a simulator config into ``folder`` and return its path.
-
-    Several configs written into one folder (different ``filename``) share the store and
-    the simulated world, so Controllers opened on them see each other's work.
+    The simulated world above as a config (``store``: the SQLite file it names), with what
+    the vendor pools and the hypervisors (name -> op -> fault or delay) are told to do.
     """
     netapp = netapp or VendorPool()
     pure = pure or VendorPool()
     hv_faults = hypervisor_faults or {}
     hv_delays = hypervisor_delays or {}
-    parts = [
-        toml_table("[store]", {"url": f"sqlite:///{store}"}),
-        toml_table(
-            "[limits]",
-            {"max_vm_snapshots_per_vm": max_vm_snapshots_per_vm, "quiesce_deadline_s": 60},
-        ),
+    hypervisors = [
+        {
+            "name": name,
+            "type": "simulator",
+            "profile": profile,
+            "state": STATE_FILE,
+            "faults": dict(hv_faults.get(name, {})),
+            "delay_s": dict(hv_delays.get(name, {})),
+        }
+        for name, profile in HYPERVISORS.items()
     ]
-    for name, profile in HYPERVISORS.items():
-        parts.append(
-            toml_table(
-                "[[hypervisors]]",
-                {
-                    "name": name,
-                    "type": "simulator",
-                    "profile": profile,
-                    "state": STATE_FILE,
-                    "faults": dict(hv_faults.get(name, {})),
-                    "delay_s": dict(hv_delays.get(name, {})),
-                },
-            )
-        )
-    parts.append(
-        toml_table("[[pools]]", {"id": "primary-1", "name": "Primary NFS", "driver": "default"})
-    )
+    pools: list[Mapping[str, object]] = [
+        {"id": "primary-1", "name": "Primary NFS", "driver": "default"}
+    ]
     for pool_id, name, vendor in (
         ("netapp-1", "NetApp 1", netapp),
         ("pure-1", "Pure 1", pure),
         ("plain-1", "Plain 1", VendorPool(caps=dict(NO_CAPS))),
     ):
-        parts.append(
-            toml_table(
-                "[[pools]]",
-                {
-                    "id": pool_id,
-                    "name": name,
-                    "driver": "simulator",
-                    "state": STATE_FILE,
-                    "capabilities": dict(vendor.caps),
-                    "need_unquiesce": vendor.need_unquiesce,
-                    "faults": dict(vendor.faults),
-                    "delay_s": dict(vendor.delay_s),
-                },
-            )
+        pools.append(
+            {
+                "id": pool_id,
+                "name": name,
+                "driver": "simulator",
+                "state": STATE_FILE,
+                "capabilities": dict(vendor.caps),
+                "need_unquiesce": vendor.need_unquiesce,
+                "faults": dict(vendor.faults),
+                "delay_s": dict(vendor.delay_s),
+            }
         )
-    for vm_id, (hv, power, volumes) in VMS.items():
-        parts.append(
-            toml_table(
-                "[[vms]]",
-                {
-                    "id": vm_id,
-                    "hypervisor": hv,
-                    "power_state": power,
-                    "volumes": [{"id": v, "pool": p, "type": t} for v, p, t in volumes],
-                },
-            )
-        )
-    path = folder / filename
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+    vms = [
+        {
+            "id": vm_id,
+            "hypervisor": hv,
+            "power_state": power,
+            "volumes": [{"id": v, "pool": p, "type": t} for v, p, t in volumes],
+        }
+        for vm_id, (hv, power, volumes) in VMS.items()
+    ]
+    return Config(
+        hypervisors=hypervisors,
+        pools=pools,
+        vms=vms,
+        store=f"sqlite:///{store}",
+        limits={
+            "max_vm_snapshots_per_vm": max_vm_snapshots_per_vm,
+            "quiesce_deadline_s": quiesce_deadline_s,
+        },
+    )
 
 
 def volumes_of(vm_id: str, pool_id: str | None = None) -> list[str]:
@@ -178,17 +164,9 @@ def volumes_of(vm_id: str, pool_id: str | None = None) -> list[str]:
     return [v for v, p, _ in VMS[vm_id][2] if pool_id is None or p == pool_id]
 
 
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    """Poll ``condition`` until it holds; fail the test after :data:`WAIT_S`."""
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.005)
-
-
 @pytest.fixture
 def config_path(tmp_path: Path) -> Path:
-    return write_config(tmp_path)
+    return write_config(tmp_path, world_config())
 
 
 @pytest.fixture

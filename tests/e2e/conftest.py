@@ -2,7 +2,7 @@
 Helpers for the end-to-end tests: they run the real ``vmsnap`` command in subprocesses
 against config files written into a temporary folder (CONTRACT.md).
 
-The world :func:`write_config` describes:
+The world :func:`e2e_config` describes (write it with :func:`tests.support.write_config`):
 
 - hypervisors ``esx1`` (vmware), ``xen1`` (xenserver), ``kvm1`` (kvm), all simulated;
 - pools ``primary-1`` (the ``default`` driver: advertises nothing), ``netapp-1`` (simulator,
@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tests.toml_text import toml_table
+from tests.support import Config
 
 TIMEOUT_S = 120  # the longest one command may take before the test fails
 STATE_FILE = "sim-state.db"
@@ -99,7 +99,7 @@ VMS: dict[str, tuple[str, str, list[tuple[str, str, str]]]] = {
 }
 
 
-def config_text(
+def e2e_config(
     *,
     store: str | None = f"sqlite:///{STORE_FILE}",
     max_vm_snapshots_per_vm: int = 10,
@@ -107,70 +107,47 @@ def config_text(
     netapp_faults: Mapping[str, str] | None = None,
     netapp_delay_s: Mapping[str, float] | None = None,
     state: str = STATE_FILE,
-) -> str:
+) -> Config:
     """
-    The TOML text of the test world; ``store=None`` leaves out the ``[store]`` table.
+    The test world as a config; ``store=None`` leaves out the ``[store]`` table.
     """
-    parts = []
-    if store is not None:
-        parts.append(toml_table("[store]", {"url": store}))
-    parts.append(
-        toml_table(
-            "[limits]",
-            {"max_vm_snapshots_per_vm": max_vm_snapshots_per_vm, "quiesce_deadline_s": 60},
-        )
-    )
-    for name, profile in HYPERVISORS:
-        parts.append(
-            toml_table(
-                "[[hypervisors]]",
-                {"name": name, "type": "simulator", "profile": profile, "state": state},
-            )
-        )
-    parts.append(
-        toml_table("[[pools]]", {"id": "primary-1", "name": primary_name, "driver": "default"})
-    )
+    hypervisors = [
+        {"name": name, "type": "simulator", "profile": profile, "state": state}
+        for name, profile in HYPERVISORS
+    ]
+    pools: list[Mapping[str, Any]] = [
+        {"id": "primary-1", "name": primary_name, "driver": "default"}
+    ]
     for pool_id, name, caps in VENDOR_POOLS:
         netapp = pool_id == "netapp-1"
-        parts.append(
-            toml_table(
-                "[[pools]]",
-                {
-                    "id": pool_id,
-                    "name": name,
-                    "driver": "simulator",
-                    "state": state,
-                    "capabilities": caps,
-                    "need_unquiesce": True,
-                    "faults": dict(netapp_faults or {}) if netapp else {},
-                    "delay_s": dict(netapp_delay_s or {}) if netapp else {},
-                },
-            )
+        pools.append(
+            {
+                "id": pool_id,
+                "name": name,
+                "driver": "simulator",
+                "state": state,
+                "capabilities": caps,
+                "need_unquiesce": True,
+                "faults": dict(netapp_faults or {}) if netapp else {},
+                "delay_s": dict(netapp_delay_s or {}) if netapp else {},
+            }
         )
-    for vm_id, (hv, power, volumes) in VMS.items():
-        parts.append(
-            toml_table(
-                "[[vms]]",
-                {
-                    "id": vm_id,
-                    "hypervisor": hv,
-                    "power_state": power,
-                    "volumes": [{"id": v, "pool": p, "type": t} for v, p, t in volumes],
-                },
-            )
-        )
-    return "\n".join(parts)
-
-
-def write_config(folder: Path, filename: str = "vmsnap.toml", **overrides: Any) -> Path:
-    """
-    Write the test world's config into ``folder`` and return its path; ``overrides`` are
-    the keyword arguments of :func:`config_text`.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / filename
-    path.write_text(config_text(**overrides), encoding="utf-8")
-    return path
+    vms = [
+        {
+            "id": vm_id,
+            "hypervisor": hv,
+            "power_state": power,
+            "volumes": [{"id": v, "pool": p, "type": t} for v, p, t in volumes],
+        }
+        for vm_id, (hv, power, volumes) in VMS.items()
+    ]
+    return Config(
+        hypervisors=hypervisors,
+        pools=pools,
+        vms=vms,
+        store=store,
+        limits={"max_vm_snapshots_per_vm": max_vm_snapshots_per_vm, "quiesce_deadline_s": 60},
+    )
 
 
 class Result(NamedTuple):

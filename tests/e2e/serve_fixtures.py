@@ -16,23 +16,16 @@ from typing import Any
 
 from cs import CloudStack, CloudStackApiException
 
-from tests.e2e.conftest import TIMEOUT_S, start, write_config
+from tests.e2e.conftest import TIMEOUT_S, e2e_config, start
+from tests.support import WAIT_S, write_config
 
 KEY, SECRET = "AK-admin", "s3cret-admin"
 FILE_KEY, FILE_SECRET = "AK-ops", "s3cret-ops"
 SECRET_ENV = "CS_TEST_ADMIN_SECRET"
-WAIT_S = 30.0
-API_KEYS = f"""
-[[api.keys]]
-user = "admin"
-api_key = "{KEY}"
-secret_env = "{SECRET_ENV}"
-
-[[api.keys]]
-user = "ops"
-api_key = "{FILE_KEY}"
-secret_file = "ops.secret"
-"""
+API_KEYS = (
+    ("[[api.keys]]", {"user": "admin", "api_key": KEY, "secret_env": SECRET_ENV}),
+    ("[[api.keys]]", {"user": "ops", "api_key": FILE_KEY, "secret_file": "ops.secret"}),
+)
 
 
 def free_port() -> int:
@@ -50,9 +43,7 @@ class Server:
 
     def __init__(self, folder: Path, **config: Any) -> None:
         self.folder = folder
-        self.config = write_config(folder, **config)
-        with self.config.open("a", encoding="utf-8") as f:
-            f.write(API_KEYS)
+        self.config = write_config(folder, e2e_config(**config).with_tables(*API_KEYS))
         (folder / "ops.secret").write_text(FILE_SECRET + "\n", encoding="utf-8")
         self.port = free_port()
         self.proc: subprocess.Popen[str] | None = None

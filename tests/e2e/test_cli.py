@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,16 +35,16 @@ from tests.e2e.conftest import (
     assert_error_line,
     assert_refused,
     calls_of,
-    config_text,
+    e2e_config,
     export,
     names,
     ok_json,
     run,
     run_concurrently,
     start,
-    write_config,
 )
 from tests.pg_fixtures import create_database, drop_database
+from tests.support import wait_for, write_config
 
 STORES = ["sqlite", "postgresql"]
 
@@ -63,7 +62,7 @@ class Story:
         self.store = store
         self.server = server  # PostgreSQL: where copies of the store are made
         self.databases = [store] if server else []
-        self.config = write_config(folder, store=store)
+        self.config = write_config(folder, e2e_config(store=store))
         self.events = 0
         self.alpha: dict[str, Any] = {}
         self.longest: dict[str, Any] = {}
@@ -98,7 +97,7 @@ class Story:
             database = store.rsplit("/", 1)[1]
             store = create_database(self.server, template=database)
             self.databases.append(store)
-        return write_config(folder, store=store, **overrides)
+        return write_config(folder, e2e_config(store=store, **overrides))
 
     def assert_nothing_recorded(self) -> None:
         """``audit export`` has as many lines as at the last check."""
@@ -545,7 +544,9 @@ def test_removed_snapshots_do_not_count_toward_the_limit(story: Story, tmp_path:
 def test_an_operation_that_ran_and_failed_exits_1_and_still_prints_its_failed_view(
     tmp_path: Path, store: str
 ) -> None:
-    config = write_config(tmp_path, store=store, netapp_faults={"take_vm_snapshot": "fail"})
+    config = write_config(
+        tmp_path, e2e_config(store=store, netapp_faults={"take_vm_snapshot": "fail"})
+    )
     code, out, err = run(
         "--config",
         config,
@@ -581,20 +582,19 @@ def test_an_operation_that_ran_and_failed_exits_1_and_still_prints_its_failed_vi
 def test_a_second_operation_on_a_vm_with_one_in_flight_is_a_conflict(
     tmp_path: Path, store: str
 ) -> None:
-    config = write_config(tmp_path, store=store, netapp_delay_s={"take_vm_snapshot": 5})
+    config = write_config(tmp_path, e2e_config(store=store, netapp_delay_s={"take_vm_snapshot": 5}))
     create = ("--config", str(config), "vm-snapshots", "create", "--vm", "vm-1")
     first = start(*create, "--quiesce", "--json", cwd=tmp_path)
     try:
         # The create quiesces vm-1, then sleeps inside netapp-1's take_vm_snapshot.
-        deadline = time.monotonic() + TIMEOUT_S
-        while True:
+        def in_flight() -> bool:
             shown = run("--config", config, "simulator", "show", "--json", cwd=tmp_path)
-            if shown.code == 0 and any(
+            quiesced = shown.code == 0 and any(
                 c["op"] == "quiesce" for c in calls_of(shown.json(), "vm-1")
-            ):
-                break
-            assert first.poll() is None, "the first create ended before it was seen in flight"
-            assert time.monotonic() < deadline, "the first create never reached its delayed call"
+            )
+            return quiesced
+
+        wait_for(in_flight, TIMEOUT_S, "the first create to reach its delayed call", process=first)
         second = run(*create, "--name", "second", "--json", cwd=tmp_path)
         out, err = first.communicate(timeout=TIMEOUT_S)
     finally:
@@ -635,13 +635,13 @@ BAD_CONFIGS: dict[str, Callable[[str], str]] = {
 def bad_configs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Result]]:
     """A create with each bad config (in its own folder), all run at once."""
     base = tmp_path_factory.mktemp("bad-configs")
-    text = config_text()
+    text = e2e_config().text()
     folders = {}
     for case, spoil in BAD_CONFIGS.items():
         bad = spoil(text)
         assert bad != text
         folders[case] = base / case
-        write_config(folders[case]).write_text(bad, encoding="utf-8")
+        write_config(folders[case], e2e_config()).write_text(bad, encoding="utf-8")
     create = ["vm-snapshots", "create", "--vm", "vm-1", "--json"]
     results = run_concurrently([Call(create, folder) for folder in folders.values()])
     return {case: (folders[case], r) for case, r in zip(folders, results, strict=True)}
@@ -671,8 +671,8 @@ def test_a_missing_config_is_refused(tmp_path: Path) -> None:
 def test_a_bad_store_url_is_refused_on_the_command_line_and_in_the_config(
     tmp_path: Path,
 ) -> None:
-    bad = write_config(tmp_path, store="nosuch://vmsnap")
-    good = write_config(tmp_path, "good.toml", state="good-world.db")
+    bad = write_config(tmp_path, e2e_config(store="nosuch://vmsnap"))
+    good = write_config(tmp_path, e2e_config(state="good-world.db"), "good.toml")
     create = ["vm-snapshots", "create", "--vm", "vm-1", "--json"]
     in_config, on_command_line = run_concurrently(
         [
@@ -686,7 +686,7 @@ def test_a_bad_store_url_is_refused_on_the_command_line_and_in_the_config(
 
 
 def test_a_store_file_that_is_not_a_database_is_refused_and_left_alone(tmp_path: Path) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, e2e_config())
     garbage = b"this is not an SQLite database\n" * 200
     (tmp_path / STORE_FILE).write_bytes(garbage)
     assert_refused(
@@ -703,7 +703,7 @@ def test_store_precedence_and_relative_paths_resolve_against_cwd_or_the_config_f
 ) -> None:
     conf, work = tmp_path / "conf", tmp_path / "work"
     work.mkdir()
-    config = write_config(conf, store="sqlite:///from-config.db")
+    config = write_config(conf, e2e_config(store="sqlite:///from-config.db"))
     cli, env = "sqlite:///from-cli.db", {"VMSNAP_STORE": "sqlite:///from-env.db"}
     create = ("--config", str(config), "vm-snapshots", "create", "--vm", "vm-plain", "--json")
     listing = ("--config", str(config), "vm-snapshots", "list", "--all", "--json")
@@ -726,7 +726,7 @@ def test_an_absolute_sqlite_url_names_the_same_file_from_any_folder(tmp_path: Pa
     (tmp_path / "abs").mkdir()
     url = f"sqlite:///{tmp_path / 'abs' / 'store.db'}"
     assert url.startswith("sqlite:////")
-    config = write_config(tmp_path / "conf", store=url)
+    config = write_config(tmp_path / "conf", e2e_config(store=url))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
 
@@ -741,7 +741,7 @@ def test_an_absolute_sqlite_url_names_the_same_file_from_any_folder(tmp_path: Pa
 
 
 def test_a_memory_store_serves_a_single_command_and_keeps_nothing(tmp_path: Path) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, e2e_config())
     made = ok_json(
         run(
             "--config",
@@ -765,7 +765,7 @@ def test_a_memory_store_serves_a_single_command_and_keeps_nothing(tmp_path: Path
 
 
 def test_store_migrate_creates_a_new_store(tmp_path: Path) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, e2e_config())
     result = run(
         "--config",
         config,
@@ -795,10 +795,8 @@ def test_config_precedence_is_option_then_environment_then_the_working_folder(
         stem = filename.removesuffix(".toml")
         write_config(
             tmp_path,
+            e2e_config(primary_name=label, store=f"sqlite:///{stem}.db", state=f"{stem}-world.db"),
             filename,
-            primary_name=label,
-            store=f"sqlite:///{stem}.db",
-            state=f"{stem}-world.db",
         )
     env = {"VMSNAP_CONFIG": "env.toml"}
     pools = ["pools", "list", "--json"]

@@ -11,10 +11,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.support import Config, write_config
 from vmsnap import Controller
 from vmsnap.adapters.simulator import SimulatorWorld
 
@@ -22,36 +25,44 @@ STATE = "world.db"
 STORE = "store.db"
 PROCESSES = 4
 CMD_TIMEOUT_S = 60
-CAPS = "{ VOLUME_SNAPSHOT_QUIESCEVM = true, STORAGE_SYSTEM_SNAPSHOT = true }"
+CAPS = {"VOLUME_SNAPSHOT_QUIESCEVM": True, "STORAGE_SYSTEM_SNAPSHOT": True}
 VENDOR_POOLS = ("netapp-1", "pure-1")
 VMS = [f"vm-{n}" for n in range(PROCESSES)]
 
 
-def write_config(folder: Path, take_delay_s: float) -> Path:
-    parts = [
-        f'[store]\nurl = "sqlite:///{STORE}"\n',
-        '[[hypervisors]]\nname = "esx1"\ntype = "simulator"\nprofile = "vmware"\n'
-        f'state = "{STATE}"\n',
-        '[[pools]]\nid = "primary-1"\nname = "Primary"\ndriver = "default"\n',
+def concurrency_config(take_delay_s: float) -> Config:
+    """VMs side by side on one hypervisor, each with a volume on every pool."""
+    pools: list[Mapping[str, Any]] = [{"id": "primary-1", "name": "Primary", "driver": "default"}]
+    pools += [
+        {
+            "id": pool,
+            "name": pool,
+            "driver": "simulator",
+            "state": STATE,
+            "capabilities": CAPS,
+            "need_unquiesce": True,
+            "delay_s": {"take_vm_snapshot": take_delay_s},
+        }
+        for pool in VENDOR_POOLS
     ]
-    for pool in VENDOR_POOLS:
-        parts.append(
-            f'[[pools]]\nid = "{pool}"\nname = "{pool}"\ndriver = "simulator"\n'
-            f'state = "{STATE}"\ncapabilities = {CAPS}\nneed_unquiesce = true\n'
-            f"delay_s = {{ take_vm_snapshot = {take_delay_s} }}\n"
-        )
-    for vm in VMS:
-        volumes = ", ".join(
-            f'{{ id = "{vm}-{pool}", pool = "{pool}", type = "DATADISK" }}'
-            for pool in ("primary-1", *VENDOR_POOLS)
-        )
-        parts.append(
-            f'[[vms]]\nid = "{vm}"\nhypervisor = "esx1"\npower_state = "Running"\n'
-            f"volumes = [{volumes}]\n"
-        )
-    path = folder / "vmsnap.toml"
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+    vms = [
+        {
+            "id": vm,
+            "hypervisor": "esx1",
+            "power_state": "Running",
+            "volumes": [
+                {"id": f"{vm}-{pool}", "pool": pool, "type": "DATADISK"}
+                for pool in ("primary-1", *VENDOR_POOLS)
+            ],
+        }
+        for vm in VMS
+    ]
+    return Config(
+        hypervisors=[{"name": "esx1", "type": "simulator", "profile": "vmware", "state": STATE}],
+        pools=pools,
+        vms=vms,
+        store=f"sqlite:///{STORE}",
+    )
 
 
 def _env() -> dict[str, str]:
@@ -90,7 +101,7 @@ def run_together(config: Path, commands: list[list[str]]) -> list[tuple[int, str
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    path = write_config(tmp_path, take_delay_s=1)
+    path = write_config(tmp_path, concurrency_config(take_delay_s=1))
     # Create the store and the world first, so the processes race on the VM, not on setup.
     with Controller.from_config(path) as ctrl:
         ctrl.migrate()

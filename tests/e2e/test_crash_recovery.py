@@ -16,14 +16,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.toml_text import toml_value
+from tests.support import Config, wait_for, write_config
 from vmsnap import Controller
 from vmsnap.adapters.simulator import SimulatorWorld
 
@@ -32,57 +31,50 @@ STORE = "store.db"
 VM = "vm-kvm"
 VOLUMES = (("k-root", "primary-1"), ("k-data", "netapp-1"))
 WAIT_S = 30.0
-LOOK_AGAIN_S = 0.02  # how long each wait on the controller process lasts
 CMD_TIMEOUT_S = 60
 CREATE = ("vm-snapshots", "create", "--vm", VM, "--quiesce")
 HANG_S = 120  # the delayed call outlives the test: the process is always killed inside it
 
 
-def write_config(
-    folder: Path,
-    filename: str,
+def crash_config(
     hv_delay: Mapping[str, float] | None = None,
     pool_delay: Mapping[str, float] | None = None,
-) -> Path:
+) -> Config:
+    """One KVM VM with a volume on the default pool and one on a vendor pool."""
     caps = {"VOLUME_SNAPSHOT_QUIESCEVM": True, "STORAGE_SYSTEM_SNAPSHOT": True}
-    vols = [{"id": v, "pool": p, "type": "DATADISK"} for v, p in VOLUMES]
-    text = f"""
-[store]
-url = "sqlite:///{STORE}"
-
-[limits]
-quiesce_deadline_s = 600
-
-[[hypervisors]]
-name = "kvm1"
-type = "simulator"
-profile = "kvm"
-state = "{STATE}"
-delay_s = {toml_value(dict(hv_delay or {}))}
-
-[[pools]]
-id = "primary-1"
-name = "Primary"
-driver = "default"
-
-[[pools]]
-id = "netapp-1"
-name = "NetApp"
-driver = "simulator"
-state = "{STATE}"
-capabilities = {toml_value(caps)}
-need_unquiesce = true
-delay_s = {toml_value(dict(pool_delay or {}))}
-
-[[vms]]
-id = "{VM}"
-hypervisor = "kvm1"
-power_state = "Running"
-volumes = {toml_value(vols)}
-"""
-    path = folder / filename
-    path.write_text(text, encoding="utf-8")
-    return path
+    return Config(
+        hypervisors=[
+            {
+                "name": "kvm1",
+                "type": "simulator",
+                "profile": "kvm",
+                "state": STATE,
+                "delay_s": dict(hv_delay or {}),
+            }
+        ],
+        pools=[
+            {"id": "primary-1", "name": "Primary", "driver": "default"},
+            {
+                "id": "netapp-1",
+                "name": "NetApp",
+                "driver": "simulator",
+                "state": STATE,
+                "capabilities": caps,
+                "need_unquiesce": True,
+                "delay_s": dict(pool_delay or {}),
+            },
+        ],
+        vms=[
+            {
+                "id": VM,
+                "hypervisor": "kvm1",
+                "power_state": "Running",
+                "volumes": [{"id": v, "pool": p, "type": "DATADISK"} for v, p in VOLUMES],
+            }
+        ],
+        store=f"sqlite:///{STORE}",
+        limits={"quiesce_deadline_s": 600},
+    )
 
 
 def _env() -> dict[str, str]:
@@ -99,19 +91,6 @@ def vmsnap(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=CMD_TIMEOUT_S,
         check=False,
     )
-
-
-def wait_for(condition: Callable[[], bool], what: str, proc: subprocess.Popen[str]) -> None:
-    """
-    Wait until ``condition`` holds, looking again each time the controller process has
-    not ended within a short wait on it; its end first is a failure.
-    """
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=LOOK_AGAIN_S)
-            raise AssertionError(f"the controller exited ({proc.returncode}) before {what}")
 
 
 def _stored(folder: Path, event: str) -> bool:
@@ -165,8 +144,8 @@ def _killed_inside(folder: Path, step: str) -> Path:
     config on the same store and world.
     """
     hv_delay, pool_delay, inside = STEPS[step]
-    slow = write_config(folder, "slow.toml", hv_delay, pool_delay)
-    healthy = write_config(folder, "healthy.toml")
+    slow = write_config(folder, crash_config(hv_delay, pool_delay), "slow.toml")
+    healthy = write_config(folder, crash_config(), "healthy.toml")
     proc = subprocess.Popen(
         [sys.executable, "-m", "vmsnap", "--config", str(slow), *CREATE],
         cwd=folder,
@@ -176,11 +155,18 @@ def _killed_inside(folder: Path, step: str) -> Path:
         text=True,
     )
     try:
-        wait_for(lambda: (folder / STATE).exists(), "the simulated world", proc)
+        wait_for(lambda: (folder / STATE).exists(), WAIT_S, "the simulated world", process=proc)
         with SimulatorWorld(folder / STATE) as world:
             # The child registers the VM in the world once it has opened the store.
-            wait_for(lambda: world.vm_state(VM) is not None, "the create to start", proc)
-            wait_for(lambda: inside(world, folder), f"the controller inside {step}", proc)
+            wait_for(
+                lambda: world.vm_state(VM) is not None, WAIT_S, "the create to start", process=proc
+            )
+            wait_for(
+                lambda: inside(world, folder),
+                WAIT_S,
+                f"the controller inside {step}",
+                process=proc,
+            )
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=CMD_TIMEOUT_S)
             assert proc.returncode == -signal.SIGKILL

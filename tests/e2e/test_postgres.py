@@ -14,8 +14,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import psycopg
 import pytest
+
+from tests.support import NOT_INSTALLED, wait_for, write_config
+
+pytest.importorskip("psycopg", reason=NOT_INSTALLED["psycopg"])
+
+import psycopg
 
 from tests.e2e import test_concurrency as concurrency
 from tests.e2e import test_crash_recovery as crash
@@ -53,7 +58,7 @@ def _stored(url: str, event: str) -> bool:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    path = concurrency.write_config(tmp_path, take_delay_s=1)
+    path = write_config(tmp_path, concurrency.concurrency_config(take_delay_s=1))
     SimulatorWorld(tmp_path / concurrency.STATE).close()
     return path
 
@@ -141,8 +146,10 @@ def test_concurrent_creates_on_distinct_vms_all_succeed_and_each_is_listed_once(
 def test_a_controller_killed_inside_a_driver_call_is_recovered_by_another_process(
     tmp_path: Path, pg_url: str
 ) -> None:
-    slow = crash.write_config(tmp_path, "slow.toml", pool_delay={"take_vm_snapshot": crash.HANG_S})
-    healthy = crash.write_config(tmp_path, "healthy.toml")
+    slow = write_config(
+        tmp_path, crash.crash_config(pool_delay={"take_vm_snapshot": crash.HANG_S}), "slow.toml"
+    )
+    healthy = write_config(tmp_path, crash.crash_config(), "healthy.toml")
     assert vmsnap(healthy, pg_url, "store", "migrate").returncode == 0
     proc = subprocess.Popen(
         [sys.executable, "-m", "vmsnap", "--config", str(slow), "--store", pg_url, *crash.CREATE],
@@ -153,13 +160,19 @@ def test_a_controller_killed_inside_a_driver_call_is_recovered_by_another_proces
         text=True,
     )
     try:
-        crash.wait_for(lambda: (tmp_path / crash.STATE).exists(), "the simulated world", proc)
+        wait_for(
+            lambda: (tmp_path / crash.STATE).exists(),
+            crash.WAIT_S,
+            "the simulated world",
+            process=proc,
+        )
         with SimulatorWorld(tmp_path / crash.STATE) as world:
             # Inside the vendor's call: the quiesce is done and recorded (Snapshot.Quiesced).
-            crash.wait_for(
+            wait_for(
                 lambda: world.is_frozen(crash.VM) and _stored(pg_url, "Quiesced"),
+                crash.WAIT_S,
                 "the controller inside the vendor's take_vm_snapshot",
-                proc,
+                process=proc,
             )
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=concurrency.CMD_TIMEOUT_S)

@@ -14,7 +14,7 @@ import pytest
 import requests
 from cs import CloudStackApiException
 
-from tests.e2e.conftest import UNKNOWN_ID, assert_refused, export, ok_json, run, write_config
+from tests.e2e.conftest import UNKNOWN_ID, assert_refused, e2e_config, export, ok_json, run
 from tests.e2e.serve_fixtures import (
     FILE_KEY,
     FILE_SECRET,
@@ -22,6 +22,7 @@ from tests.e2e.serve_fixtures import (
     Server,
     wait_for_job,
 )
+from tests.support import write_config
 
 pytestmark = pytest.mark.slow
 
@@ -290,7 +291,7 @@ def test_a_job_is_answered_after_the_server_is_killed_and_restarted(tmp_path: Pa
     ],
 )
 def test_bad_api_keys_are_refused_with_exit_2(tmp_path: Path, keys: str, message: str) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, e2e_config())
     with config.open("a", encoding="utf-8") as f:
         f.write("\n" + keys)
     result = run("--config", config, "serve", "--port", "1", cwd=tmp_path)

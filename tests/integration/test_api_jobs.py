@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import write_config
+from tests.e2e.conftest import e2e_config
+from tests.support import write_config
 from vmsnap import Controller
 from vmsnap.api.auth import Principal
 from vmsnap.api.errors import ApiError, Unauthenticated
@@ -27,7 +28,7 @@ SNAPSHOT = "11111111-1111-4111-8111-111111111111"
 
 @pytest.fixture
 def controller(tmp_path: Path) -> Iterator[Controller]:
-    with Controller.from_config(write_config(tmp_path)) as c:
+    with Controller.from_config(write_config(tmp_path, e2e_config())) as c:
         yield c
 
 

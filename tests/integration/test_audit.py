@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import STORE_FILE, write_config
+from tests.conftest import STORE_FILE, world_config
+from tests.support import needs, write_config
 from vmsnap import Controller, InvalidRequest, NotFound
 from vmsnap.domain.exceptions import ConfigError, StoreError
 
@@ -27,7 +28,7 @@ EVENTS = "stored_events"
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     """A store with a frozen (KVM) snapshot created, reverted and deleted, and another one."""
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, world_config())
     with Controller.from_config(config) as ctrl:
         kvm = ctrl.create_vm_snapshot("vm-kvm", quiesce=True)
         ctrl.revert_vm_snapshot(kvm.id)
@@ -290,7 +291,7 @@ def test_replaying_for_an_audit_never_calls_a_hypervisor_or_driver(store: Any) -
 
 
 def at_rest_config(tmp_path: Path, *lines: str) -> Path:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, world_config())
     text = config.read_text().replace("[store]\n", "[store]\n" + "".join(f"{x}\n" for x in lines))
     config.write_text(text)
     return config
@@ -300,6 +301,7 @@ def key() -> str:
     return base64.b64encode(b"k" * 32).decode()
 
 
+@needs("cryptography")
 def test_events_are_encrypted_and_compressed_at_rest_and_still_audited(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -334,7 +336,7 @@ def test_compression_alone_stores_zlib_and_a_store_read_without_it_is_refused(
     with sqlite3.connect(tmp_path / STORE_FILE) as conn:
         states = [s for (s,) in conn.execute(f"SELECT state FROM {EVENTS}")]
     assert all(s[:1] == b"x" for s in states)  # the zlib header
-    plain = write_config(tmp_path, filename="plain.toml")
+    plain = write_config(tmp_path, world_config(), "plain.toml")
     with pytest.raises(StoreError, match="cipher/compress"):
         Controller.from_config(plain)
 

@@ -24,12 +24,11 @@ from tests.conftest import (
     NO_CAPS,
     STATE_FILE,
     STORE_FILE,
-    WAIT_S,
     VendorPool,
     volumes_of,
-    wait_for,
-    write_config,
+    world_config,
 )
+from tests.support import WAIT_S, wait_for, write_config
 from vmsnap import Controller, InvalidRequest, NotFound, OperationInProgress, VmSnapshotView
 from vmsnap.adapters import simulator, store
 from vmsnap.adapters.simulator import SimulatorWorld
@@ -70,7 +69,7 @@ def vendor_calls(world: SimulatorWorld, vm_id: str, op: str) -> dict[str, list[l
 def open_second(tmp_path: Path, **config: Any) -> Controller:
     """Another Controller on the same store and world, configured as ``config`` says."""
     name = f"other-{uuid.uuid4().hex[:6]}.toml"
-    return Controller.from_config(write_config(tmp_path, filename=name, **config))
+    return Controller.from_config(write_config(tmp_path, world_config(**config), name))
 
 
 def no_leftovers(world: SimulatorWorld, vm_id: str) -> None:
@@ -137,7 +136,7 @@ def test_the_unquiesce_decision_records_the_answers_and_their_and(
 def test_the_temporary_snapshot_is_released_only_when_every_driver_answers_true(
     tmp_path: Path, pure_answer: bool, released: bool
 ) -> None:
-    config = write_config(tmp_path, pure=VendorPool(need_unquiesce=pure_answer))
+    config = write_config(tmp_path, world_config(pure=VendorPool(need_unquiesce=pure_answer)))
     with Controller.from_config(config) as ctrl, SimulatorWorld(tmp_path / STATE_FILE) as world:
         snap = ctrl.create_vm_snapshot("vm-san", quiesce=True)
 
@@ -176,7 +175,7 @@ def test_xenserver_ignores_quiesce_and_the_snapshot_says_it_is_crash_consistent(
 
 
 def test_xenserver_hypervisor_snapshots_also_say_quiesce_was_ignored(tmp_path: Path) -> None:
-    config = write_config(tmp_path, netapp=VendorPool(caps=dict(NO_CAPS)))
+    config = write_config(tmp_path, world_config(netapp=VendorPool(caps=dict(NO_CAPS))))
     with Controller.from_config(config) as ctrl:
         snap = ctrl.create_vm_snapshot("vm-xen", quiesce=True)
 
@@ -222,7 +221,8 @@ def test_the_hypervisor_strategy_is_used_when_no_pool_advertises_storage_snapsho
 ) -> None:
     quiesce_only = {"VOLUME_SNAPSHOT_QUIESCEVM": True, "STORAGE_SYSTEM_SNAPSHOT": False}
     config = write_config(
-        tmp_path, netapp=VendorPool(caps=quiesce_only), pure=VendorPool(caps=dict(NO_CAPS))
+        tmp_path,
+        world_config(netapp=VendorPool(caps=quiesce_only), pure=VendorPool(caps=dict(NO_CAPS))),
     )
     with Controller.from_config(config) as ctrl, SimulatorWorld(tmp_path / STATE_FILE) as world:
         snap = ctrl.create_vm_snapshot("vm-vmware", quiesce=True)
@@ -308,7 +308,10 @@ def test_the_name_of_a_removed_snapshot_can_be_used_again(controller: Controller
 
 def test_the_snapshot_limit_counts_every_snapshot_but_removed_ones(tmp_path: Path) -> None:
     config = write_config(
-        tmp_path, max_vm_snapshots_per_vm=2, pure=VendorPool(faults={"take_vm_snapshot": "fail"})
+        tmp_path,
+        world_config(
+            max_vm_snapshots_per_vm=2, pure=VendorPool(faults={"take_vm_snapshot": "fail"})
+        ),
     )
     with Controller.from_config(config) as ctrl, SimulatorWorld(tmp_path / STATE_FILE) as world:
         ready = ctrl.create_vm_snapshot("vm-plain")
@@ -333,7 +336,9 @@ def test_the_snapshot_limit_counts_every_snapshot_but_removed_ones(tmp_path: Pat
 def test_reverting_a_snapshot_that_is_not_ready_is_refused(
     tmp_path: Path,
 ) -> None:
-    config = write_config(tmp_path, pure=VendorPool(faults={"take_vm_snapshot": "fail"}))
+    config = write_config(
+        tmp_path, world_config(pure=VendorPool(faults={"take_vm_snapshot": "fail"}))
+    )
     with Controller.from_config(config) as ctrl, SimulatorWorld(tmp_path / STATE_FILE) as world:
         failed = ctrl.create_vm_snapshot("vm-vmware", quiesce=True)
         assert failed.state == "failed"
@@ -415,7 +420,9 @@ def test_a_volume_snapshot_id_is_not_a_vm_snapshot(controller: Controller) -> No
 def test_a_failing_vendor_driver_fails_the_snapshot_and_leaves_no_orphan(
     tmp_path: Path,
 ) -> None:
-    config = write_config(tmp_path, pure=VendorPool(faults={"take_vm_snapshot": "fail"}))
+    config = write_config(
+        tmp_path, world_config(pure=VendorPool(faults={"take_vm_snapshot": "fail"}))
+    )
     with Controller.from_config(config) as ctrl, SimulatorWorld(tmp_path / STATE_FILE) as world:
         snap = ctrl.create_vm_snapshot("vm-kvm", quiesce=True)
 
@@ -450,7 +457,7 @@ def test_a_failing_vendor_driver_fails_the_snapshot_and_leaves_no_orphan(
 def test_a_failing_quiesce_fails_the_snapshot_before_any_driver_is_called(
     tmp_path: Path,
 ) -> None:
-    config = write_config(tmp_path, hypervisor_faults={"kvm1": {"quiesce": "fail"}})
+    config = write_config(tmp_path, world_config(hypervisor_faults={"kvm1": {"quiesce": "fail"}}))
     with Controller.from_config(config) as ctrl, SimulatorWorld(tmp_path / STATE_FILE) as world:
         snap = ctrl.create_vm_snapshot("vm-kvm", quiesce=True)
 
@@ -464,7 +471,9 @@ def test_a_failing_quiesce_fails_the_snapshot_before_any_driver_is_called(
 def test_a_failing_hypervisor_snapshot_fails_a_hypervisor_strategy_snapshot(
     tmp_path: Path,
 ) -> None:
-    config = write_config(tmp_path, hypervisor_faults={"esx1": {"take_vm_snapshot": "fail"}})
+    config = write_config(
+        tmp_path, world_config(hypervisor_faults={"esx1": {"take_vm_snapshot": "fail"}})
+    )
     with Controller.from_config(config) as ctrl, SimulatorWorld(tmp_path / STATE_FILE) as world:
         snap = ctrl.create_vm_snapshot("vm-plain", quiesce=True)
 
@@ -476,7 +485,7 @@ def test_a_failing_hypervisor_snapshot_fails_a_hypervisor_strategy_snapshot(
 def test_a_thaw_that_keeps_failing_is_retried_and_the_failure_says_the_vm_is_frozen(
     tmp_path: Path,
 ) -> None:
-    config = write_config(tmp_path, hypervisor_faults={"kvm1": {"unquiesce": "fail"}})
+    config = write_config(tmp_path, world_config(hypervisor_faults={"kvm1": {"unquiesce": "fail"}}))
     with Controller.from_config(config) as ctrl, SimulatorWorld(tmp_path / STATE_FILE) as world:
         snap = ctrl.create_vm_snapshot("vm-kvm", quiesce=True)
 
@@ -497,7 +506,7 @@ def test_a_thaw_that_keeps_failing_is_retried_and_the_failure_says_the_vm_is_fro
 def test_a_failed_revert_returns_to_ready_with_the_error_and_keeps_the_current_snapshot(
     tmp_path: Path,
 ) -> None:
-    with Controller.from_config(write_config(tmp_path)) as ctrl:
+    with Controller.from_config(write_config(tmp_path, world_config())) as ctrl:
         first = ctrl.create_vm_snapshot("vm-vmware", quiesce=True)
         second = ctrl.create_vm_snapshot("vm-vmware", quiesce=True)
         with open_second(tmp_path, netapp=VendorPool(faults={"revert_vm_snapshot": "fail"})) as bad:
@@ -517,7 +526,7 @@ def test_a_failed_revert_returns_to_ready_with_the_error_and_keeps_the_current_s
 
 def test_a_failed_delete_ends_failed_and_a_retry_removes_everything(tmp_path: Path) -> None:
     with (
-        Controller.from_config(write_config(tmp_path)) as ctrl,
+        Controller.from_config(write_config(tmp_path, world_config())) as ctrl,
         SimulatorWorld(tmp_path / STATE_FILE) as world,
     ):
         snap = ctrl.create_vm_snapshot("vm-vmware", quiesce=True)
@@ -609,7 +618,7 @@ def test_reverting_a_storage_snapshot_reverts_the_kept_hypervisor_snapshot_and_e
 def test_projections_equal_a_rebuild_from_the_log_after_a_busy_story(
     tmp_path: Path,
 ) -> None:
-    with Controller.from_config(write_config(tmp_path)) as ctrl:
+    with Controller.from_config(write_config(tmp_path, world_config())) as ctrl:
         for vm in ("vm-vmware", "vm-xen", "vm-kvm", "vm-san", "vm-plain"):
             s = ctrl.create_vm_snapshot(vm, quiesce=True)
             ctrl.revert_vm_snapshot(s.id)
@@ -758,7 +767,9 @@ def test_a_second_operation_on_a_vm_with_one_in_flight_is_refused_and_records_no
     tmp_path: Path, held_calls: tuple[threading.Event, threading.Event]
 ) -> None:
     entered, release = held_calls
-    config = write_config(tmp_path, netapp=VendorPool(delay_s={"take_vm_snapshot": 1}))
+    config = write_config(
+        tmp_path, world_config(netapp=VendorPool(delay_s={"take_vm_snapshot": 1}))
+    )
     with (
         Controller.from_config(config) as ctrl,
         open_second(tmp_path) as other,
@@ -777,6 +788,7 @@ def test_a_second_operation_on_a_vm_with_one_in_flight_is_refused_and_records_no
                     [s.state for s in ctrl.list_vm_snapshots("vm-vmware")]
                     == ["ready", "snapshotting"]
                 ),
+                WAIT_S,
                 "the first operation's claim to show in the views",
             )
             before = event_count(ctrl)
@@ -816,7 +828,9 @@ def test_racing_threads_on_one_vm_run_one_operation_at_a_time(
     tmp_path: Path, held_calls: tuple[threading.Event, threading.Event]
 ) -> None:
     entered, release = held_calls
-    config = write_config(tmp_path, hypervisor_delays={"esx1": {"take_vm_snapshot": 1}})
+    config = write_config(
+        tmp_path, world_config(hypervisor_delays={"esx1": {"take_vm_snapshot": 1}})
+    )
     outcomes: list[str] = []
     lock = threading.Lock()
     with Controller.from_config(config) as ctrl:
@@ -834,7 +848,7 @@ def test_racing_threads_on_one_vm_run_one_operation_at_a_time(
         for t in threads:
             t.start()
         assert entered.wait(WAIT_S)
-        wait_for(lambda: len(outcomes) == 3, "the other threads to be refused")
+        wait_for(lambda: len(outcomes) == 3, WAIT_S, "the other threads to be refused")
         release.set()
         for t in threads:
             t.join(WAIT_S)
@@ -871,10 +885,12 @@ def test_operations_on_two_vms_from_two_threads_of_one_controller_both_succeed(
         real_project(event, rows, position)
         if threading.current_thread().name == "first" and not holding.is_set():
             holding.set()  # this thread is inside catch_up, holding the store's writer
-            wait_for(lambda: _waiting_for_the_store_writer(main), "the main thread to queue")
+            wait_for(
+                lambda: _waiting_for_the_store_writer(main), WAIT_S, "the main thread to queue"
+            )
 
     monkeypatch.setattr(bootstrap_module, "project", project_then_let_the_main_thread_queue)
-    with Controller.from_config(write_config(tmp_path)) as ctrl:
+    with Controller.from_config(write_config(tmp_path, world_config())) as ctrl:
         results: list[Any] = []
 
         def first() -> None:
@@ -918,7 +934,7 @@ def test_first_snapshots_of_two_vms_sharing_a_pool_do_not_conflict(
             raise
 
     monkeypatch.setattr(Repository, "get", get_then_wait)
-    with Controller.from_config(write_config(tmp_path)) as ctrl:
+    with Controller.from_config(write_config(tmp_path, world_config())) as ctrl:
         results: list[Any] = []
 
         def first() -> None:
@@ -966,7 +982,7 @@ def test_a_store_error_right_after_the_claim_leaves_the_vm_recoverable(
             raise OperationalError("database is locked")
         return real_get(self, aggregate_id, *args, **kw)
 
-    with Controller.from_config(write_config(tmp_path)) as ctrl:
+    with Controller.from_config(write_config(tmp_path, world_config())) as ctrl:
         monkeypatch.setattr(Repository, "get", locked_for_the_pool)
         with pytest.raises(OperationalError):
             ctrl.create_vm_snapshot("vm-plain")
@@ -990,7 +1006,7 @@ def test_a_store_error_while_the_vm_is_frozen_thaws_it_before_the_error_propagat
         return real_save(self, *aggregates, **kw)
 
     with (
-        Controller.from_config(write_config(tmp_path)) as ctrl,
+        Controller.from_config(write_config(tmp_path, world_config())) as ctrl,
         SimulatorWorld(tmp_path / STATE_FILE) as world,
     ):
         monkeypatch.setattr(EventLog, "save", broken_after_the_first_driver)
@@ -1017,7 +1033,7 @@ def test_a_store_locked_by_another_writer_past_its_timeout_is_a_clear_refusal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 1)
-    with Controller.from_config(write_config(tmp_path)) as ctrl:
+    with Controller.from_config(write_config(tmp_path, world_config())) as ctrl:
         ctrl.create_vm_snapshot("vm-plain")
         before = event_count(ctrl)
         holder = sqlite3.connect(tmp_path / STORE_FILE, isolation_level=None)
@@ -1035,7 +1051,7 @@ def test_a_store_locked_by_another_writer_past_its_timeout_is_a_clear_refusal(
 
 
 def test_closing_a_controller_closes_its_store_and_its_simulated_world(tmp_path: Path) -> None:
-    ctrl = Controller.from_config(write_config(tmp_path))
+    ctrl = Controller.from_config(write_config(tmp_path, world_config()))
     ctrl.create_vm_snapshot("vm-kvm", quiesce=True)
 
     ctrl.close()
@@ -1048,7 +1064,9 @@ def test_closing_a_controller_closes_its_store_and_its_simulated_world(tmp_path:
 def test_a_vm_record_with_a_long_history_is_loaded_from_its_snapshot_and_stays_correct(
     tmp_path: Path,
 ) -> None:
-    with Controller.from_config(write_config(tmp_path, max_vm_snapshots_per_vm=3)) as ctrl:
+    with Controller.from_config(
+        write_config(tmp_path, world_config(max_vm_snapshots_per_vm=3))
+    ) as ctrl:
         kept = ctrl.create_vm_snapshot("vm-plain", name="kept")
         for n in range(12):  # about 5 VM-record events each: past the snapshot interval
             snap = ctrl.create_vm_snapshot("vm-plain", name=f"n{n}")

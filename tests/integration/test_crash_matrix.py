@@ -16,8 +16,9 @@ from typing import Any
 import attrs
 import pytest
 
-from tests.conftest import STATE_FILE, write_config
+from tests.conftest import STATE_FILE, world_config
 from tests.crash import SimulatedCrash, die_at_call
+from tests.support import write_config
 from vmsnap import Controller
 from vmsnap.adapters.simulator import SimulatorWorld
 from vmsnap.config import load
@@ -104,7 +105,7 @@ def test_a_controller_that_dies_at_any_call_is_recovered_cleanly(
     for n in range(1, MAX_CALLS + 1):
         folder = tmp_path / f"call-{n}"
         folder.mkdir()
-        config = write_config(folder)
+        config = write_config(folder, world_config())
         with Controller.from_config(config) as setup:
             target = prepare(setup)
         dying = Controller.from_config(config)
@@ -140,7 +141,7 @@ def test_a_controller_that_dies_at_any_call_is_recovered_cleanly(
 def test_a_claim_from_another_host_is_recovered_only_after_the_operation_timeout(
     tmp_path: Path,
 ) -> None:
-    config = load(write_config(tmp_path))
+    config = load(write_config(tmp_path, world_config()))
     dying = Controller(config)
     dying._runtime.owner = "another-host:4242:cafe"  # a controller on another machine
     die_at_call(dying, 2, after=True)

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.toml_text import toml_table
+from tests.support import Config, write_config
 from vmsnap import Controller
 from vmsnap.adapters.simulator import SimulatorWorld
 
@@ -68,43 +68,50 @@ INVOLVED: dict[tuple[str, str], set[tuple[str, str]]] = {
 }
 
 
-def write_config(
-    folder: Path,
-    filename: str,
+def matrix_config(
     hv_faults: Mapping[str, str] | None = None,
     pool_faults: Mapping[str, Mapping[str, str]] | None = None,
-) -> Path:
-    """Write a config into ``folder``; ``pool_faults`` is pool id -> faults."""
-    parts = [
-        toml_table("[store]", {"url": f"sqlite:///{STORE}"}),
-        toml_table("[limits]", {"max_vm_snapshots_per_vm": 10, "quiesce_deadline_s": 60}),
+) -> Config:
+    """The world above; ``hv_faults`` for every hypervisor, ``pool_faults``: pool id -> faults."""
+    hypervisors = [
+        {
+            "name": name,
+            "type": "simulator",
+            "profile": profile,
+            "state": STATE,
+            "faults": dict(hv_faults or {}),
+        }
+        for name, profile in HYPERVISORS.items()
     ]
-    for name, profile in HYPERVISORS.items():
-        fields = {"name": name, "type": "simulator", "profile": profile, "state": STATE}
-        parts.append(toml_table("[[hypervisors]]", {**fields, "faults": dict(hv_faults or {})}))
-    parts.append(
-        toml_table("[[pools]]", {"id": "primary-1", "name": "Primary", "driver": "default"})
-    )
+    pools: list[Mapping[str, Any]] = [{"id": "primary-1", "name": "Primary", "driver": "default"}]
     for pool_id in ("netapp-1", "pure-1"):
-        faults = dict((pool_faults or {}).get(pool_id, {}))
-        fields = {"id": pool_id, "name": pool_id, "driver": "simulator", "state": STATE}
-        parts.append(
-            toml_table(
-                "[[pools]]",
-                {**fields, "capabilities": CAPS, "need_unquiesce": True, "faults": faults},
-            )
+        pools.append(
+            {
+                "id": pool_id,
+                "name": pool_id,
+                "driver": "simulator",
+                "state": STATE,
+                "capabilities": CAPS,
+                "need_unquiesce": True,
+                "faults": dict((pool_faults or {}).get(pool_id, {})),
+            }
         )
-    for vm_id, (hv, volumes) in VMS.items():
-        vols = [{"id": v, "pool": p, "type": "DATADISK"} for v, p in volumes]
-        parts.append(
-            toml_table(
-                "[[vms]]",
-                {"id": vm_id, "hypervisor": hv, "power_state": "Running", "volumes": vols},
-            )
-        )
-    path = folder / filename
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+    vms = [
+        {
+            "id": vm_id,
+            "hypervisor": hv,
+            "power_state": "Running",
+            "volumes": [{"id": v, "pool": p, "type": "DATADISK"} for v, p in volumes],
+        }
+        for vm_id, (hv, volumes) in VMS.items()
+    ]
+    return Config(
+        hypervisors=hypervisors,
+        pools=pools,
+        vms=vms,
+        store=f"sqlite:///{STORE}",
+        limits={"max_vm_snapshots_per_vm": 10, "quiesce_deadline_s": 60},
+    )
 
 
 def leftovers(world: SimulatorWorld, vm_id: str, snapshot_id: str) -> set[str]:
@@ -124,9 +131,9 @@ class Rig:
     def __init__(self, folder: Path, kind: str, op: str) -> None:
         hv_faults = {op: "fail"} if kind == "hypervisor" else None
         pool_faults = {FAULTY_POOL: {op: "fail"}} if kind == "storage" else None
-        self.healthy = Controller.from_config(write_config(folder, "healthy.toml"))
+        self.healthy = Controller.from_config(write_config(folder, matrix_config(), "healthy.toml"))
         self.faulty = Controller.from_config(
-            write_config(folder, "faulty.toml", hv_faults, pool_faults)
+            write_config(folder, matrix_config(hv_faults, pool_faults), "faulty.toml")
         )
         self.world = SimulatorWorld(folder / STATE)
 
@@ -224,15 +231,17 @@ def test_a_failed_compensating_delete_leaves_exactly_that_snapshot_and_says_so(
     # delete on netapp-1 fails too, so exactly netapp-1's snapshot is left, and reported.
     faults_by_pool = write_config(
         tmp_path,
+        matrix_config(
+            pool_faults={
+                "netapp-1": {"delete_vm_snapshot": "fail"},
+                "pure-1": {"take_vm_snapshot": "fail"},
+            },
+        ),
         "double.toml",
-        pool_faults={
-            "netapp-1": {"delete_vm_snapshot": "fail"},
-            "pure-1": {"take_vm_snapshot": "fail"},
-        },
     )
     with (
         Controller.from_config(faults_by_pool) as faulty,
-        Controller.from_config(write_config(tmp_path, "healthy.toml")) as healthy,
+        Controller.from_config(write_config(tmp_path, matrix_config(), "healthy.toml")) as healthy,
         SimulatorWorld(tmp_path / STATE) as world,
     ):
         snap = faulty.create_vm_snapshot("vm-esx", quiesce=True)

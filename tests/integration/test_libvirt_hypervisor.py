@@ -5,10 +5,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import libvirt
 import pytest
-from libvirt_fixtures import LibvirtNode, node_with_vm
 
+from tests.support import NOT_INSTALLED
+
+pytest.importorskip("libvirt", reason=NOT_INSTALLED["libvirt"])
+
+import libvirt
+
+from tests.integration.libvirt_fixtures import LibvirtNode, node_with_vm
 from vmsnap.adapters.libvirt_hypervisor import (
     NO_DISK,
     LibvirtHypervisor,

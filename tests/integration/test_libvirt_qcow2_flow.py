@@ -12,7 +12,6 @@ through that Controller's own connection.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,8 +20,12 @@ from typing import Any
 
 import attrs
 import pytest
-from libvirt_fixtures import domain_xml, write_node
 
+from tests.support import NOT_INSTALLED, Config, write_config
+
+pytest.importorskip("libvirt", reason=NOT_INSTALLED["libvirt"])
+
+from tests.integration.libvirt_fixtures import domain_xml, write_node
 from vmsnap import Controller, InvalidRequest
 from vmsnap.adapters.libvirt_hypervisor import LibvirtHypervisor
 from vmsnap.adapters.qcow2_driver import create_volume
@@ -57,10 +60,6 @@ class World:
         return [self.files[v] for v in QCOW2_VOLUMES]
 
 
-def _toml_table(header: str, fields: dict[str, Any]) -> str:
-    return "\n".join([header, *(f"{k} = {json.dumps(v)}" for k, v in fields.items())])
-
-
 def write_world(folder: Path, *, default_pool: bool = False, domain: str = DOMAIN) -> World:
     """
     Create the qcow2 volumes, a node file whose domain ``DOMAIN`` uses them as its disks,
@@ -75,34 +74,30 @@ def write_world(folder: Path, *, default_pool: bool = False, domain: str = DOMAI
         folder / "node.xml",
         [domain_xml(DOMAIN, {dev: files[v] for v, (_, _, dev) in volumes.items()})],
     )
-    parts = [
-        _toml_table("[store]", {"url": "sqlite:///vmsnap.db"}),
-        _toml_table("[[hypervisors]]", {"name": HYPERVISOR, "type": "libvirt", "uri": uri}),
-        _toml_table(
-            "[[pools]]",
-            {"id": POOL_A, "name": "Local qcow2 A", "driver": "qcow2", "path": "pool-a"},
-        ),
-        _toml_table(
-            "[[pools]]",
-            {"id": POOL_B, "name": "Local qcow2 B", "driver": "qcow2", "path": "pool-b"},
-        ),
-        _toml_table("[[pools]]", {"id": PRIMARY, "name": "Primary", "driver": "default"}),
+    pool_tables = [
+        {"id": POOL_A, "name": "Local qcow2 A", "driver": "qcow2", "path": "pool-a"},
+        {"id": POOL_B, "name": "Local qcow2 B", "driver": "qcow2", "path": "pool-b"},
+        {"id": PRIMARY, "name": "Primary", "driver": "default"},
     ]
-    vm_volumes = ", ".join(
-        "{ "
-        + f'id = "{v}", pool = "{pool}", type = "{"ROOT" if dev == "vda" else "DATADISK"}"'
-        + " }"
+    vm_volumes = [
+        {"id": v, "pool": pool, "type": "ROOT" if dev == "vda" else "DATADISK"}
         for v, (pool, _, dev) in volumes.items()
+    ]
+    vm = {
+        "id": VM,
+        "hypervisor": HYPERVISOR,
+        "power_state": "Running",
+        "domain": domain,
+        "volumes": vm_volumes,
+    }
+    config = write_config(
+        folder,
+        Config(
+            hypervisors=[{"name": HYPERVISOR, "type": "libvirt", "uri": uri}],
+            pools=pool_tables,
+            vms=[vm],
+        ),
     )
-    parts.append(
-        _toml_table(
-            "[[vms]]",
-            {"id": VM, "hypervisor": HYPERVISOR, "power_state": "Running", "domain": domain},
-        )
-        + f"\nvolumes = [{vm_volumes}]"
-    )
-    config = folder / "vmsnap.toml"
-    config.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
     pools: dict[str, list[str]] = {}
     for v, (pool, _, _) in volumes.items():
         pools.setdefault(pool, []).append(v)

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from tests.conftest import volumes_of, write_config
+from tests.support import NOT_INSTALLED, write_config
+
+pytest.importorskip("psycopg", reason=NOT_INSTALLED["psycopg"])
+
+import psycopg
+
+from tests.conftest import volumes_of, world_config
 from vmsnap import Controller
 from vmsnap.adapters.simulator import SimulatorWorld
 from vmsnap.domain.exceptions import OperationInProgress, StoreError
@@ -26,7 +31,7 @@ def migrated(config: Path, url: str) -> str:
 def test_a_controller_on_a_store_that_was_never_migrated_is_refused_and_creates_nothing(
     tmp_path: Path, pg_url: str
 ) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, world_config())
     with pytest.raises(StoreError, match=r"not migrated.*vmsnap store migrate"):
         Controller.from_config(config, pg_url)
     with psycopg.connect(pg_url) as conn:
@@ -39,7 +44,7 @@ def test_a_controller_on_a_store_that_was_never_migrated_is_refused_and_creates_
 def test_migrate_creates_the_schema_once_and_again_changes_nothing(
     tmp_path: Path, pg_url: str
 ) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, world_config())
     migrated(config, pg_url)
     with Controller.from_config(config, pg_url) as ctrl:
         snap = ctrl.create_vm_snapshot("vm-vmware", quiesce=True)
@@ -50,7 +55,7 @@ def test_migrate_creates_the_schema_once_and_again_changes_nothing(
 
 
 def test_a_schema_named_in_the_url_holds_the_store(tmp_path: Path, pg_url: str) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, world_config())
     url = migrated(config, pg_url + "?schema=vmsnap_a&pool_size=1")
     with Controller.from_config(config, url) as ctrl:
         ctrl.create_vm_snapshot("vm-plain")
@@ -65,7 +70,7 @@ def test_a_schema_named_in_the_url_holds_the_store(tmp_path: Path, pg_url: str) 
 
 
 def test_what_one_controller_did_is_what_another_reads_next(tmp_path: Path, pg_url: str) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, world_config())
     migrated(config, pg_url)
     with (
         Controller.from_config(config, pg_url) as a,
@@ -89,7 +94,7 @@ def test_what_one_controller_did_is_what_another_reads_next(tmp_path: Path, pg_u
 def test_a_claim_taken_by_another_controller_refuses_the_second_one(
     tmp_path: Path, pg_url: str
 ) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, world_config())
     migrated(config, pg_url)
     with (
         Controller.from_config(config, pg_url) as a,
@@ -106,7 +111,7 @@ def test_a_claim_taken_by_another_controller_refuses_the_second_one(
 def test_a_stuck_writer_makes_a_create_fail_with_a_clear_error_and_record_nothing(
     tmp_path: Path, pg_url: str
 ) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, world_config())
     migrated(config, pg_url)
     url = pg_url + "?lock_timeout=1"
     with Controller.from_config(config, url) as ctrl:
@@ -124,7 +129,7 @@ def test_a_stuck_writer_makes_a_create_fail_with_a_clear_error_and_record_nothin
 def test_a_store_url_that_reaches_no_server_is_refused_with_its_password_hidden(
     tmp_path: Path, pg_url: str
 ) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, world_config())
     port = int(pg_url.rsplit(":", 1)[1].split("/")[0])
     url = f"postgresql://vmsnap:s3cret@127.0.0.1:{port + 1 if port < 65535 else 1}/x"
     with pytest.raises(StoreError, match="cannot reach PostgreSQL store") as raised:
@@ -135,7 +140,7 @@ def test_a_store_url_that_reaches_no_server_is_refused_with_its_password_hidden(
 def test_recover_in_another_controller_compensates_a_create_whose_controller_died(
     tmp_path: Path, pg_url: str
 ) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, world_config())
     migrated(config, pg_url)
     with Controller.from_config(config, pg_url) as dead:
         # A create that claimed vm-kvm and froze it, by a controller that is gone now: its
@@ -175,7 +180,7 @@ def test_recover_in_another_controller_compensates_a_create_whose_controller_die
 def test_the_chain_on_postgresql_catches_a_deleted_and_a_changed_event(
     tmp_path: Path, pg_url: str
 ) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, world_config())
     url = migrated(config, pg_url)
     with Controller.from_config(config, url) as ctrl:
         snap = ctrl.create_vm_snapshot("vm-kvm", quiesce=True)

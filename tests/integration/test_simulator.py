@@ -6,7 +6,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from tests.support import wait_for
 from vmsnap.adapters import simulator
 from vmsnap.adapters.simulator import SimulatorHypervisor, SimulatorStorage, SimulatorWorld
 from vmsnap.domain.exceptions import ConfigError, DriverError
@@ -53,13 +53,6 @@ def run_python(code: str, *args: str) -> str:
         check=True,
     )
     return done.stdout
-
-
-def wait_for(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.01)
 
 
 SHOW_IN_A_PROCESS = """
@@ -633,7 +626,7 @@ storage.take_snapshot(VolumeInfo("vol-2", "vm-1", "netapp-1"), "slow")
     storage(world).take_snapshot(VOL_DATA, "before")
     proc = subprocess.Popen([sys.executable, "-c", slow_in_a_process, str(world.path), str(marker)])
     try:
-        wait_for(lambda: marker.exists() or proc.poll() is not None, "the delayed call")
+        wait_for(lambda: marker.exists() or proc.poll() is not None, WAIT_S, "the delayed call")
         assert proc.poll() is None, "the delayed call ended early"
 
         shown = world.show()

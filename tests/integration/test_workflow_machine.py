@@ -31,8 +31,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from tests.conftest import STATE_FILE, VMS, VendorPool, write_config
+from tests.conftest import STATE_FILE, VMS, VendorPool, world_config
 from tests.crash import SimulatedCrash, die_at_call
+from tests.support import write_config
 from vmsnap import Controller, InvalidRequest
 from vmsnap.adapters.simulator import SimulatorWorld
 from vmsnap.domain.exceptions import IllegalTransition
@@ -83,13 +84,12 @@ class WorkflowMachine(RuleBasedStateMachine):
     @initialize()
     def open_controllers(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="vmsnap-machine-"))
-        healthy = write_config(self.folder, max_vm_snapshots_per_vm=LIMIT)
+        healthy = write_config(self.folder, world_config(max_vm_snapshots_per_vm=LIMIT))
         self.healthy_config = healthy
         faulty = write_config(
             self.folder,
-            filename="faulty.toml",
-            max_vm_snapshots_per_vm=LIMIT,
-            netapp=VendorPool(faults=NETAPP_FAULTS),
+            world_config(max_vm_snapshots_per_vm=LIMIT, netapp=VendorPool(faults=NETAPP_FAULTS)),
+            "faulty.toml",
         )
         self.healthy = Controller.from_config(healthy)
         self.faulty = Controller.from_config(faulty)

@@ -51,7 +51,10 @@ def wire(config: Config) -> Wiring:
     worlds = simulator_worlds(config)
     # Pools whose driver snapshots its volumes itself (a quiesce snapshot leaves them out).
     captured = frozenset(p.info.id for p in config.pools if p.info.driver != "default")
-    hypervisors = {h.name: _hypervisor(h, worlds, captured) for h in config.hypervisors}
+    hypervisors = {
+        h.name: _hypervisor(h, worlds, captured, config.limits.quiesce_requires_agent)
+        for h in config.hypervisors
+    }
     inventory = StaticInventory(config.vms, [p.info for p in config.pools])
 
     def hypervisor_for(volume: VolumeInfo) -> tuple[Hypervisor, VmInfo]:
@@ -64,7 +67,10 @@ def wire(config: Config) -> Wiring:
 
 
 def _hypervisor(
-    h: HypervisorConfig, worlds: dict[Path, SimulatorWorld], captured: frozenset[str]
+    h: HypervisorConfig,
+    worlds: dict[Path, SimulatorWorld],
+    captured: frozenset[str],
+    require_agent: bool = True,
 ) -> Hypervisor:
     if h.type == "libvirt":
         try:
@@ -74,7 +80,10 @@ def _hypervisor(
                 f"hypervisor {h.name!r} needs libvirt-python (pip install 'vmsnap[libvirt]'): {e}"
             ) from None
         return LibvirtHypervisor(
-            h.name, h.uri or "qemu:///system", captured_by_pool=lambda v: v.pool_id in captured
+            h.name,
+            h.uri or "qemu:///system",
+            require_agent=require_agent,
+            captured_by_pool=lambda v: v.pool_id in captured,
         )
     assert h.state is not None
     return SimulatorHypervisor(h.name, h.profile, worlds[h.state], h.faults, h.delay_s)

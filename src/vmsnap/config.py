@@ -50,6 +50,9 @@ class Limits:
     # A claim by a controller on another host (whose pid cannot be checked) counts as dead
     # once its operation has run this long.
     operation_timeout_s: float = 3600.0
+    # A quiesce asked of a guest whose agent does not answer: refused (True) or taken
+    # crash-consistent with the reason recorded (False).
+    quiesce_requires_agent: bool = True
 
 
 @attrs.frozen
@@ -133,6 +136,7 @@ def parse(raw: Mapping[str, Any], folder: Path, path: Path | None = None) -> Con
         max_vm_snapshots_per_vm=_int(limits_raw, "max_vm_snapshots_per_vm", 10, "limits"),
         quiesce_deadline_s=_number(limits_raw, "quiesce_deadline_s", 60.0, "limits"),
         operation_timeout_s=_number(limits_raw, "operation_timeout_s", 3600.0, "limits"),
+        quiesce_requires_agent=_requires_agent(limits_raw),
     )
     hypervisors = tuple(_hypervisor(h, folder) for h in _array(raw, "hypervisors"))
     _unique("hypervisor name", [h.name for h in hypervisors])
@@ -369,3 +373,10 @@ def _unique(what: str, values: list[str]) -> None:
         if v in seen:
             raise ConfigError(f"duplicate {what} {v!r}")
         seen.add(v)
+
+
+def _requires_agent(limits: Mapping[str, Any]) -> bool:
+    value = limits.get("quiesce_requires_agent", True)
+    if not isinstance(value, bool):
+        raise ConfigError(f"limits: quiesce_requires_agent must be true or false, not {value!r}")
+    return value

@@ -34,6 +34,7 @@ from vmsnap.domain.exceptions import (
     StoreError,
 )
 from vmsnap.domain.pool import Pool
+from vmsnap.domain.ports import Hypervisor
 from vmsnap.domain.rules import check_text, choose_strategy, default_name, group_by_driver
 from vmsnap.domain.snapshot_base import SnapshotAggregate
 from vmsnap.domain.values import Capabilities, VmInfo, VolumeRef
@@ -189,6 +190,7 @@ class Controller:
             )
         hv = self._wiring.hypervisor_of(vm)
         hv.check_vm(vm)
+        self._check_agent(hv, vm, quiesce)
         caps = {p: self._wiring.drivers[p].capabilities() for p in {v.pool_id for v in vm.volumes}}
         record = self._vm_record(vm_id)
         record.check_idle()
@@ -297,6 +299,7 @@ class Controller:
             )
         hv = self._wiring.hypervisor_of(vm)
         hv.check_vm(vm)
+        self._check_agent(hv, vm, quiesce)
         record = self._vm_record(vm.id)
         record.check_idle()
         snap = VolumeSnapshot(
@@ -550,9 +553,24 @@ class Controller:
         record = self._vm_record(vm.id)
         record.check_idle()  # busy VM first: a snapshot still being created is a conflict
         snap.check(trigger)
-        self._wiring.hypervisor_of(vm).check_vm(vm)
+        hv = self._wiring.hypervisor_of(vm)
+        hv.check_vm(vm)
+        if operation == "revert":
+            hv.check_revert(vm, memory=snap.memory)
         record.start(operation, str(snap.id), self.owner)
         return snap, vm, record
+
+    def _check_agent(self, hv: Hypervisor, vm: VmInfo, quiesce: bool) -> None:
+        # A freeze that cannot happen is refused before anything is recorded, unless the
+        # config accepts a crash-consistent snapshot (the hypervisor then records why).
+        if not quiesce or not self.config.limits.quiesce_requires_agent:
+            return
+        problem = hv.check_quiesce(vm)
+        if problem is not None:
+            raise InvalidRequest(
+                f"vm {vm.id}: cannot quiesce: {problem} ([limits] quiesce_requires_agent"
+                " = true refuses a snapshot that would not be quiesced)"
+            )
 
     def _record_pools(self, caps: dict[str, Capabilities]) -> None:
         """

@@ -147,6 +147,8 @@ class Guest:
     def __init__(self, uri: str, name: str, folder: Path, kernel_dir: Path) -> None:
         import libvirt
 
+        # The guest is polled while it boots: libvirt must not print every failed poll.
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
         self.uri = uri
         self.name = name
         self.folder = folder
@@ -173,7 +175,7 @@ class Guest:
             f"<domain type='qemu'><name>{self.name}</name><memory unit='MiB'>256</memory>"
             f"<vcpu>1</vcpu><os><type arch='x86_64'>hvm</type>"
             f"<kernel>{self.folder}/vmlinuz</kernel><initrd>{self.folder}/initrd.img</initrd>"
-            f"<cmdline>console=ttyS0 quiet panic=-1</cmdline></os>"
+            f"<cmdline>console=ttyS0 quiet panic=-1</cmdline></os><features><acpi/></features>"
             f"<on_reboot>destroy</on_reboot><devices>{disks}"
             f"<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/>"
             f"</channel><serial type='file'><source path='{self.folder}/console.log'/>"

@@ -1,6 +1,7 @@
 """
 The qcow2 storage driver: a pool is a folder of ``<volume-id>.qcow2`` files, and every
-snapshot is a real internal qcow2 snapshot made with ``qemu-img snapshot``.
+snapshot is a real internal qcow2 snapshot, made with ``qemu-img snapshot`` or, while a
+running guest holds the image open, by that guest's QEMU (ADR 0016).
 """
 
 from __future__ import annotations
@@ -8,13 +9,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from vmsnap.domain.exceptions import DriverError
-from vmsnap.domain.ports import StorageDriver
-from vmsnap.domain.values import Capabilities, PoolInfo, SnapshotRef, VolumeInfo
+from vmsnap.domain.ports import Hypervisor, LiveImage, StorageDriver
+from vmsnap.domain.values import Capabilities, PoolInfo, SnapshotRef, VmInfo, VolumeInfo
 
 DEFAULT_TIMEOUT_S = 120.0
 
@@ -29,6 +30,10 @@ WRONG_POOL = "wrong-pool"
 TIMEOUT = "timeout"
 NO_QEMU_IMG = "qemu-img-missing"
 FAILED = "qemu-img-failed"
+IN_USE = "in-use"
+
+#: The hypervisor that runs a volume's VM, and that VM.
+HypervisorFor = Callable[[VolumeInfo], tuple[Hypervisor, VmInfo]]
 
 
 class Qcow2Driver(StorageDriver):
@@ -37,14 +42,17 @@ class Qcow2Driver(StorageDriver):
     snapshots, one snapshot name per vmsnap snapshot.
 
     qemu-img takes QEMU's image locks: an image opened for writing by another process
-    (a running QEMU, say) cannot be snapshotted and the call fails with a ``locked``
-    :class:`DriverError`.
+    cannot be snapshotted by it. When ``hypervisor_for`` is given and the volume's VM runs
+    with the image open (:meth:`Hypervisor.live_image`), that guest's QEMU takes and
+    deletes the internal snapshot instead; a revert then is refused (``in-use``: stop the
+    VM first). An image locked by anything else fails with a ``locked`` DriverError.
 
     Args:
         pool: the pool it serves.
         path: the folder holding the pool's ``<volume-id>.qcow2`` files.
         qemu_img: the qemu-img program to run.
         timeout_s: the longest one qemu-img call may take before it is killed.
+        hypervisor_for: the hypervisor that runs a volume's VM, and that VM.
     """
 
     driver = "qcow2"
@@ -56,11 +64,13 @@ class Qcow2Driver(StorageDriver):
         qemu_img: str = "qemu-img",
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        hypervisor_for: HypervisorFor | None = None,
     ) -> None:
         self.pool = pool
         self.path = Path(path)
         self.qemu_img = qemu_img
         self.timeout_s = timeout_s
+        self._hypervisor_for = hypervisor_for
 
     def __repr__(self) -> str:
         return f"Qcow2Driver({self.pool.id!r}, {str(self.path)!r})"
@@ -107,7 +117,7 @@ class Qcow2Driver(StorageDriver):
         made: list[tuple[VolumeInfo, Path]] = []
         for volume, file in zip(volumes, files, strict=True):
             try:
-                self._snapshot(volume.id, file, "-c", snapshot.name)
+                self._create(volume, file, snapshot.name)
             except DriverError as e:
                 # The failed call may still have made it (killed on timeout): undo it too.
                 raise self._rolled_back(e, [*made, (volume, file)], snapshot.name) from None
@@ -127,6 +137,14 @@ class Qcow2Driver(StorageDriver):
                     " nothing was reverted",
                     NO_SNAPSHOT,
                 )
+        for volume, file in zip(volumes, files, strict=True):
+            if self._live(volume, file) is not None:
+                raise DriverError(
+                    f"volume {volume.id}: {file} is open in a running guest: stop the VM"
+                    " first (an internal snapshot is reverted with the image at rest);"
+                    " nothing was reverted",
+                    IN_USE,
+                )
         done: list[str] = []
         for volume, file in zip(volumes, files, strict=True):
             try:
@@ -145,7 +163,7 @@ class Qcow2Driver(StorageDriver):
         """
         _check_name(snapshot.name)
         for volume in volumes:
-            self._delete(volume.id, self._file(volume), snapshot.name)
+            self._delete(volume, self._file(volume), snapshot.name)
         return True
 
     def take_snapshot(self, volume: VolumeInfo, name: str) -> str:
@@ -166,7 +184,7 @@ class Qcow2Driver(StorageDriver):
         Delete the internal snapshot ``name`` of one volume; deleting one that is gone succeeds.
         """
         _check_name(name)
-        self._delete(volume.id, self._file(volume), name)
+        self._delete(volume, self._file(volume), name)
 
     def _file(self, volume: VolumeInfo) -> Path:
         if volume.pool_id != self.pool.id:
@@ -176,11 +194,28 @@ class Qcow2Driver(StorageDriver):
             )
         return self.volume_path(volume.id)
 
-    def _delete(self, volume_id: str, file: Path, name: str) -> int:
+    def _live(self, volume: VolumeInfo, file: Path) -> LiveImage | None:
+        if self._hypervisor_for is None:
+            return None
+        hypervisor, vm = self._hypervisor_for(volume)
+        return hypervisor.live_image(vm, volume, str(file.absolute()))
+
+    def _create(self, volume: VolumeInfo, file: Path, name: str) -> None:
+        live = self._live(volume, file)
+        if live is None:
+            self._snapshot(volume.id, file, "-c", name)
+        else:
+            live.create_snapshot(name)
+
+    def _delete(self, volume: VolumeInfo, file: Path, name: str) -> int:
         # qcow2 allows several snapshots with one name; delete them all (bounded).
-        count = _snapshot_names(self._info(volume_id, file)).count(name)
+        count = _snapshot_names(self._info(volume.id, file)).count(name)
+        live = self._live(volume, file) if count else None
         for _ in range(count):
-            self._snapshot(volume_id, file, "-d", name)
+            if live is None:
+                self._snapshot(volume.id, file, "-d", name)
+            else:
+                live.delete_snapshot(name)
         return count
 
     def _rolled_back(
@@ -189,7 +224,7 @@ class Qcow2Driver(StorageDriver):
         undone, stuck = [], []
         for volume, file in reversed(touched):
             try:
-                if self._delete(volume.id, file, name):
+                if self._delete(volume, file, name):
                     undone.append(volume.id)
             except DriverError as e:
                 stuck.append(f"{volume.id} ({e.message})")

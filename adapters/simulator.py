@@ -361,7 +361,7 @@ class SimulatorHypervisor(Hypervisor):
                 )
             return QuiesceResult(False, self._honours(snapshot), temp, self._detail(temp, snapshot))
 
-        return self._call("quiesce", vm, apply, attrs.asdict)
+        return self._call("quiesce", vm, apply, _quiesce_record)
 
     def unquiesce(
         self, vm: VmInfo, snapshot: SnapshotRef, *, thaw: bool, release: str | None
@@ -675,4 +675,14 @@ def _frozen(conn: sqlite3.Connection, vm_id: str) -> bool:
 def _freeze(conn: sqlite3.Connection, vm_id: str) -> None:
     conn.execute(
         "UPDATE vms SET frozen = 1, freeze_count = freeze_count + 1 WHERE vm_id = ?", (vm_id,)
+    )
+
+
+def _quiesce_record(result: QuiesceResult) -> dict[str, Any]:
+    # The guest-agent fields (ADR 0016) are never set here: keep the call log's shape.
+    return attrs.asdict(
+        result,
+        filter=lambda field, value: (
+            value is not None or field.name not in ("filesystems_frozen", "crash_reason")
+        ),
     )

@@ -21,6 +21,25 @@ from vmsnap.domain.values import (
 )
 
 
+class LiveImage(ABC):
+    """
+    A volume's disk image that a running guest holds open: its internal snapshots are
+    made by the process that runs the guest (QEMU), since nothing else may write it.
+    """
+
+    @abstractmethod
+    def create_snapshot(self, name: str) -> str:
+        """
+        Take the internal snapshot ``name`` of the image; return what was done.
+        """
+
+    @abstractmethod
+    def delete_snapshot(self, name: str) -> str:
+        """
+        Delete the internal snapshot ``name`` (one copy); return what was done.
+        """
+
+
 class Hypervisor(ABC):
     """
     A hypervisor (the seed's HypervisorHelper plus the hypervisor's own VM snapshots).
@@ -36,6 +55,29 @@ class Hypervisor(ABC):
         Raise :class:`InvalidRequest` if the hypervisor does not know ``vm``.
         Called during validation, before anything is recorded.
         """
+
+    def check_quiesce(self, vm: VmInfo) -> str | None:
+        """
+        Return why the guest of ``vm`` cannot be frozen now (e.g. its guest agent does not
+        answer), or None when it can or needs no freeze (not running). Called during
+        validation, before anything is recorded, when a quiesced snapshot is asked.
+        """
+        return None
+
+    def check_revert(self, vm: VmInfo, *, memory: bool) -> None:
+        """
+        Raise :class:`InvalidRequest` if a VM snapshot (with the guest's memory or not)
+        cannot be reverted in the VM's present state, e.g. disks of a running guest.
+        Called during validation, before anything is recorded.
+        """
+        return None
+
+    def live_image(self, vm: VmInfo, volume: VolumeInfo, file: str) -> LiveImage | None:
+        """
+        Return the image ``file`` of ``volume`` as the running guest holds it open, or
+        None when no running guest of this hypervisor has it open.
+        """
+        return None
 
     @abstractmethod
     def quiesce(self, vm: VmInfo, snapshot: SnapshotRef, *, memory: bool) -> QuiesceResult:

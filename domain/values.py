@@ -116,12 +116,18 @@ class QuiesceResult:
     ``frozen``: the guest is frozen now and must be thawed whatever happens (KVM).
     ``quiesced``: the guest's filesystems were quiesced while the volumes were captured.
     ``hypervisor_snapshot``: the temporary hypervisor snapshot taken, if any.
+    ``filesystems_frozen``: the guest agent's own answer to the freeze (how many
+    filesystems it froze); None when no freeze was asked of it.
+    ``crash_reason``: when quiesce was asked but the result is not quiesced, why (no
+    agent, the agent froze nothing, the domain is not running); None otherwise.
     """
 
     frozen: bool
     quiesced: bool
     hypervisor_snapshot: str | None = None
     detail: str = ""
+    filesystems_frozen: int | None = None
+    crash_reason: str | None = None
 
 
 @attrs.frozen

@@ -109,7 +109,12 @@ def simulator_worlds(config: Config) -> dict[Path, SimulatorWorld]:
 
 def wire_adapters(config: Config) -> Adapters:
     worlds = simulator_worlds(config)
-    hypervisors = {h.name: _hypervisor(h, worlds) for h in config.hypervisors}
+    # Pools whose driver snapshots its volumes itself (a quiesce snapshot leaves them out).
+    captured = frozenset(p.info.id for p in config.pools if p.info.driver != "default")
+    hypervisors = {
+        h.name: _hypervisor(h, worlds, captured, config.limits.quiesce_requires_agent)
+        for h in config.hypervisors
+    }
     inventory = StaticInventory(config.vms, [p.info for p in config.pools])
 
     def hypervisor_for(volume: VolumeInfo) -> tuple[Hypervisor, VmInfo]:
@@ -121,7 +126,12 @@ def wire_adapters(config: Config) -> Adapters:
     return Adapters(inventory, hypervisors, drivers, worlds)
 
 
-def _hypervisor(h: HypervisorConfig, worlds: dict[Path, SimulatorWorld]) -> Hypervisor:
+def _hypervisor(
+    h: HypervisorConfig,
+    worlds: dict[Path, SimulatorWorld],
+    captured: frozenset[str],
+    require_agent: bool = True,
+) -> Hypervisor:
     if h.type == "libvirt":
         try:
             from vmsnap.adapters.libvirt_hypervisor import LibvirtHypervisor
@@ -129,7 +139,12 @@ def _hypervisor(h: HypervisorConfig, worlds: dict[Path, SimulatorWorld]) -> Hype
             raise ConfigError(
                 f"hypervisor {h.name!r} needs libvirt-python (pip install 'vmsnap[libvirt]'): {e}"
             ) from None
-        return LibvirtHypervisor(h.name, h.uri or "qemu:///system")
+        return LibvirtHypervisor(
+            h.name,
+            h.uri or "qemu:///system",
+            require_agent=require_agent,
+            captured_by_pool=lambda v: v.pool_id in captured,
+        )
     assert h.state is not None
     return SimulatorHypervisor(h.name, h.profile, worlds[h.state], h.faults, h.delay_s)
 
@@ -143,7 +158,7 @@ def _driver(
         from vmsnap.adapters.qcow2_driver import Qcow2Driver
 
         assert p.path is not None
-        return Qcow2Driver(p.info, p.path)
+        return Qcow2Driver(p.info, p.path, hypervisor_for=hypervisor_for)  # type: ignore[arg-type]
     assert p.state is not None
     return SimulatorStorage(
         p.info, worlds[p.state], p.capabilities, p.need_unquiesce, p.faults, p.delay_s

@@ -14,6 +14,7 @@ from eventsourcing.persistence import IntegrityError
 
 from vmsnap.domain.exceptions import InvalidRequest, NotFound
 from vmsnap.domain.pool import Pool
+from vmsnap.domain.ports import Hypervisor
 from vmsnap.domain.rules import check_text, choose_strategy, default_name, group_by_driver
 from vmsnap.domain.values import RUNNING, Capabilities, VmInfo, VolumeRef
 from vmsnap.domain.vm import (
@@ -59,6 +60,7 @@ class Commands:
             )
         hv = rt.wiring.hypervisor_of(vm)
         hv.check_vm(vm)
+        self._check_agent(hv, vm, quiesce=quiesce)
         caps = self._caps({v.pool_id for v in vm.volumes})
         vm_aggregate = rt.vm_aggregate(vm_id)
         vm_aggregate.check_idle()
@@ -129,6 +131,7 @@ class Commands:
             )
         hv = rt.wiring.hypervisor_of(vm)
         hv.check_vm(vm)
+        self._check_agent(hv, vm, quiesce=quiesce)
         vm_aggregate = rt.vm_aggregate(vm.id)
         vm_aggregate.check_idle()
         snap = VolumeSnapshot(
@@ -172,6 +175,20 @@ class Commands:
 
     # Checks and records before a flow runs ------------------------------------------------
 
+    def _check_agent(self, hv: Hypervisor, vm: VmInfo, *, quiesce: bool) -> None:
+        """
+        A freeze that cannot happen is refused before anything is recorded, unless the
+        config accepts a crash-consistent snapshot (the hypervisor then records why).
+        """
+        if not quiesce or not self.rt.config.limits.quiesce_requires_agent:
+            return
+        problem = hv.check_quiesce(vm)
+        if problem is not None:
+            raise InvalidRequest(
+                f"VM {vm.id}: cannot quiesce: {problem} ([limits] quiesce_requires_agent"
+                " = true refuses a snapshot that would not be quiesced)"
+            )
+
     def _caps(self, pool_ids: set[str]) -> dict[str, Capabilities]:
         return {p: self.rt.wiring.drivers[p].capabilities() for p in pool_ids}
 
@@ -204,7 +221,10 @@ class Commands:
         vm_aggregate = rt.vm_aggregate(vm.id)
         vm_aggregate.check_idle()  # busy VM first: a snapshot still being created is a conflict
         snap.check(trigger)
-        rt.wiring.hypervisor_of(vm).check_vm(vm)
+        hv = rt.wiring.hypervisor_of(vm)
+        hv.check_vm(vm)
+        if operation == REVERT:
+            hv.check_revert(vm, memory=snap.memory)
         vm_aggregate.start(operation, str(snap.id), rt.owner)
         return snap, vm, vm_aggregate
 

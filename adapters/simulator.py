@@ -1,23 +1,26 @@
 """
-The simulator hypervisor and storage (like CloudStack's simulator): a simulated world in a
-SQLite file that several processes, threads and tests share.
+The simulator hypervisor and storage (like CloudStack's simulator), acting on a simulated
+world (``simulator_world``) that several processes, threads and tests share.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
 
-from vmsnap.domain.exceptions import ConfigError, DriverError
+from vmsnap.adapters.simulator_tables import (
+    add_name,
+    add_volume,
+    freeze,
+    has_name,
+    is_frozen,
+    remove_name,
+)
+from vmsnap.adapters.simulator_world import Refused, SimulatorWorld
+from vmsnap.domain.exceptions import ConfigError
 from vmsnap.domain.ports import Hypervisor, StorageDriver
 from vmsnap.domain.values import (
     Capabilities,
@@ -30,276 +33,11 @@ from vmsnap.domain.values import (
     temporary_name,
 )
 
+__all__ = ["PROFILES", "SimulatorHypervisor", "SimulatorStorage", "SimulatorWorld"]
+
 PROFILES = ("vmware", "xenserver", "kvm")
-BUSY_TIMEOUT_S = 30.0
 
 _R = TypeVar("_R")
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS vms (
-        vm_id TEXT PRIMARY KEY,
-        frozen INTEGER NOT NULL DEFAULT 0,
-        freeze_count INTEGER NOT NULL DEFAULT 0,
-        thaw_count INTEGER NOT NULL DEFAULT 0)""",
-    # seq keeps creation order; UNIQUE gives the (owner, name) lookups an index.
-    """CREATE TABLE IF NOT EXISTS hv_snapshots (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        vm_id TEXT NOT NULL,
-        name TEXT NOT NULL,
-        UNIQUE (vm_id, name))""",
-    "CREATE TABLE IF NOT EXISTS volumes (volume_id TEXT PRIMARY KEY, vm_id TEXT)",
-    """CREATE TABLE IF NOT EXISTS vol_snapshots (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        volume_id TEXT NOT NULL,
-        name TEXT NOT NULL,
-        UNIQUE (volume_id, name))""",
-    """CREATE TABLE IF NOT EXISTS calls (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        op TEXT NOT NULL,
-        target TEXT NOT NULL,
-        vm_id TEXT,
-        volumes TEXT NOT NULL,
-        ok INTEGER NOT NULL,
-        result TEXT NOT NULL,
-        error TEXT)""",
-    "CREATE INDEX IF NOT EXISTS calls_by_vm ON calls (vm_id, seq)",
-)
-
-
-class _Refused(Exception):
-    """A simulated call that the simulated backend refuses (logged, then a DriverError)."""
-
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-
-
-class SimulatorWorld:
-    """
-    The simulated world: VMs, hypervisor and volume snapshots, and the log of every call.
-
-    It lives in a SQLite file (WAL mode) so that processes and threads share it, each call
-    costs the same however large the world and its log grow, and readers never wait for a
-    call in flight (delays are slept outside any transaction). An instance is safe to share
-    between threads.
-
-    Args:
-        path: the world's file; created on first use. Its folder must exist.
-
-    Raises:
-        ConfigError: the folder is missing, or the file cannot be opened as a simulator world.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not self.path.parent.is_dir():
-            raise ConfigError(f"simulator state {self.path}: folder {self.path.parent} not found")
-        if self.path.is_dir():
-            raise ConfigError(f"simulator state {self.path} is a folder, not a file")
-        self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = None
-        self._pid = 0
-        # Connections inherited through fork() are kept, never closed or used: closing
-        # one in the child could release the parent's locks.
-        self._inherited: list[sqlite3.Connection] = []
-        with self._lock:
-            self._connection()
-
-    def __repr__(self) -> str:
-        return f"SimulatorWorld({str(self.path)!r})"
-
-    def __enter__(self) -> SimulatorWorld:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """
-        Close the connection; the next use opens a new one.
-        """
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
-
-    def show(self) -> dict[str, Any]:
-        """
-        Return the whole world in the contract's ``simulator show`` shape.
-        """
-        with self._read() as conn:
-            vms: dict[str, dict[str, Any]] = {}
-            for vm_id, frozen, freezes, thaws in conn.execute(
-                "SELECT vm_id, frozen, freeze_count, thaw_count FROM vms ORDER BY vm_id"
-            ):
-                vms[vm_id] = _vm_dict(frozen, freezes, thaws)
-            for vm_id, name in conn.execute("SELECT vm_id, name FROM hv_snapshots ORDER BY seq"):
-                vms.setdefault(vm_id, _vm_dict(0, 0, 0))["hypervisor_snapshots"].append(name)
-            volumes: dict[str, dict[str, Any]] = {
-                vol_id: {"snapshots": []}
-                for (vol_id,) in conn.execute("SELECT volume_id FROM volumes ORDER BY volume_id")
-            }
-            for vol_id, name in conn.execute(
-                "SELECT volume_id, name FROM vol_snapshots ORDER BY seq"
-            ):
-                volumes.setdefault(vol_id, {"snapshots": []})["snapshots"].append(name)
-            calls = [_call_dict(row) for row in conn.execute(_CALLS + " ORDER BY seq")]
-        return {"vms": vms, "volumes": volumes, "calls": calls}
-
-    def vm_state(self, vm_id: str) -> dict[str, Any] | None:
-        """
-        Return one VM as :meth:`show` lists it, or None if the world has never seen it.
-        """
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT frozen, freeze_count, thaw_count FROM vms WHERE vm_id = ?", (vm_id,)
-            ).fetchone()
-            if row is None:
-                return None
-            state = _vm_dict(*row)
-            state["hypervisor_snapshots"] = _names(conn, "hv_snapshots", "vm_id", vm_id)
-        return state
-
-    def is_frozen(self, vm_id: str) -> bool:
-        """
-        Return whether the guest of ``vm_id`` is frozen now.
-        """
-        with self._read() as conn:
-            row = conn.execute("SELECT frozen FROM vms WHERE vm_id = ?", (vm_id,)).fetchone()
-        return row is not None and bool(row[0])
-
-    def hypervisor_snapshots(self, vm_id: str) -> list[str]:
-        """
-        Return the names of the hypervisor snapshots of ``vm_id``, oldest first.
-        """
-        with self._read() as conn:
-            return _names(conn, "hv_snapshots", "vm_id", vm_id)
-
-    def volume_snapshots(self, volume_id: str) -> list[str]:
-        """
-        Return the names of the snapshots of ``volume_id``, oldest first.
-        """
-        with self._read() as conn:
-            return _names(conn, "vol_snapshots", "volume_id", volume_id)
-
-    def calls(self, vm_id: str | None = None) -> list[dict[str, Any]]:
-        """
-        Return the logged calls in order, all of them or those about ``vm_id``.
-        """
-        with self._read() as conn:
-            if vm_id is None:
-                rows = conn.execute(_CALLS + " ORDER BY seq").fetchall()
-            else:
-                rows = conn.execute(_CALLS + " WHERE vm_id = ? ORDER BY seq", (vm_id,)).fetchall()
-        return [_call_dict(row) for row in rows]
-
-    # -- used by the simulated hypervisor and storage --------------------------------------
-
-    def register_vm(self, vm_id: str) -> None:
-        """
-        Add ``vm_id`` to the world (not frozen, no snapshots) unless it is there already.
-        """
-        with self._write() as conn:
-            conn.execute("INSERT OR IGNORE INTO vms (vm_id) VALUES (?)", (vm_id,))
-
-    def _call(
-        self,
-        op: str,
-        target: str,
-        vm_id: str | None,
-        volumes: Sequence[str],
-        faults: Mapping[str, str],
-        delay_s: Mapping[str, float],
-        apply: Callable[[sqlite3.Connection], _R],
-        encode: Callable[[_R], Any] | None = None,
-    ) -> _R:
-        """
-        Run one simulated call: sleep its delay, then apply it and log it in one transaction.
-
-        Raises:
-            DriverError: a fault is injected for ``op``, or ``apply`` refused the call; the
-                call is logged with ``ok`` false and the world is left as it was.
-        """
-        delay = delay_s.get(op, 0.0)
-        if delay > 0:
-            # Outside any transaction, so that readers and other calls go on meanwhile.
-            _sleep(delay)
-        with self._write() as conn:
-            if faults.get(op) == "fail":
-                refused = _Refused(f"simulated failure: {op} on {target}", "SIMULATED")
-            else:
-                conn.execute("SAVEPOINT simulated_call")
-                try:
-                    value = apply(conn)
-                except _Refused as e:
-                    conn.execute("ROLLBACK TO simulated_call")
-                    refused = e
-                else:
-                    conn.execute("RELEASE simulated_call")
-                    result = value if encode is None else encode(value)
-                    _log(conn, op, target, vm_id, volumes, True, result, None)
-                    return value
-            _log(conn, op, target, vm_id, volumes, False, None, refused.message)
-        raise DriverError(refused.message, code=refused.code)
-
-    # -- connections and transactions ------------------------------------------------------
-
-    def _connection(self) -> sqlite3.Connection:
-        # The caller holds self._lock.
-        if self._conn is not None and self._pid == os.getpid():
-            return self._conn
-        if self._conn is not None:
-            self._inherited.append(self._conn)
-        self._conn = self._open()
-        self._pid = os.getpid()
-        return self._conn
-
-    def _open(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=BUSY_TIMEOUT_S,
-                isolation_level=None,  # transactions are begun explicitly
-                check_same_thread=False,  # one connection per instance, guarded by _lock
-            )
-        except sqlite3.Error as e:
-            raise ConfigError(f"cannot open simulator state {self.path}: {e}") from None
-        try:
-            _retry_when_locked(lambda: _init(conn))
-        except sqlite3.DatabaseError as e:
-            conn.close()
-            raise ConfigError(
-                f"simulator state {self.path} cannot be used as a simulator world "
-                f"(a SQLite database): {e}"
-            ) from None
-        return conn
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, _store_errors(self.path):
-            conn = self._connection()
-            # IMMEDIATE takes the write lock up front: a read-modify-write never deadlocks
-            # with another process upgrading its own read.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, _store_errors(self.path):
-            conn = self._connection()
-            conn.execute("BEGIN")  # one consistent view across the tables (WAL: no waiting)
-            try:
-                yield conn
-            finally:
-                if conn.in_transaction:
-                    conn.execute("COMMIT")
 
 
 class SimulatorHypervisor(Hypervisor):
@@ -351,11 +89,11 @@ class SimulatorHypervisor(Hypervisor):
         temp = temporary_name(snapshot.name)
 
         def apply(conn: sqlite3.Connection) -> QuiesceResult:
-            if _frozen(conn, vm.id):
-                raise _Refused(f"vm {vm.id} is already frozen", "ALREADY_FROZEN")
-            _add(conn, "hv_snapshots", "vm_id", vm.id, temp)
+            if is_frozen(conn, vm.id):
+                raise Refused(f"vm {vm.id} is already frozen", "ALREADY_FROZEN")
+            add_name(conn, "hv_snapshots", "vm_id", vm.id, temp)
             if self.profile == "kvm" and snapshot.quiesce:
-                _freeze(conn, vm.id)
+                freeze(conn, vm.id)
                 return QuiesceResult(
                     True, True, temp, f"KVM: guest filesystems frozen; snapshot {temp} taken"
                 )
@@ -369,7 +107,7 @@ class SimulatorHypervisor(Hypervisor):
         def apply(conn: sqlite3.Connection) -> str:
             done = []
             if thaw:
-                if _frozen(conn, vm.id):
+                if is_frozen(conn, vm.id):
                     conn.execute(
                         "UPDATE vms SET frozen = 0, thaw_count = thaw_count + 1 WHERE vm_id = ?",
                         (vm.id,),
@@ -378,7 +116,7 @@ class SimulatorHypervisor(Hypervisor):
                 else:
                     done.append("guest was not frozen")
             if release is not None:
-                gone = _remove(conn, "hv_snapshots", "vm_id", vm.id, release)
+                gone = remove_name(conn, "hv_snapshots", "vm_id", vm.id, release)
                 done.append(f"snapshot {release} " + ("released" if gone else "already gone"))
             return "; ".join(done) or "nothing to do"
 
@@ -389,12 +127,12 @@ class SimulatorHypervisor(Hypervisor):
     ) -> HypervisorSnapshot:
         def apply(conn: sqlite3.Connection) -> HypervisorSnapshot:
             freezes = self.profile == "kvm" and snapshot.quiesce
-            if freezes and _frozen(conn, vm.id):
-                raise _Refused(f"vm {vm.id} is already frozen", "ALREADY_FROZEN")
-            _add(conn, "hv_snapshots", "vm_id", vm.id, snapshot.name)
+            if freezes and is_frozen(conn, vm.id):
+                raise Refused(f"vm {vm.id} is already frozen", "ALREADY_FROZEN")
+            add_name(conn, "hv_snapshots", "vm_id", vm.id, snapshot.name)
             if freezes:
                 # The guest agent freezes and thaws around the snapshot, inside this call.
-                _freeze(conn, vm.id)
+                freeze(conn, vm.id)
                 conn.execute(
                     "UPDATE vms SET frozen = 0, thaw_count = thaw_count + 1 WHERE vm_id = ?",
                     (vm.id,),
@@ -408,28 +146,28 @@ class SimulatorHypervisor(Hypervisor):
 
     def revert_vm_snapshot(self, vm: VmInfo, name: str) -> None:
         def apply(conn: sqlite3.Connection) -> None:
-            if not _has(conn, "hv_snapshots", "vm_id", vm.id, name):
-                raise _Refused(f"vm {vm.id} has no hypervisor snapshot {name}", "NOT_FOUND")
+            if not has_name(conn, "hv_snapshots", "vm_id", vm.id, name):
+                raise Refused(f"vm {vm.id} has no hypervisor snapshot {name}", "NOT_FOUND")
 
         self._call("revert_vm_snapshot", vm, apply)
 
     def delete_vm_snapshot(self, vm: VmInfo, name: str) -> None:
         def apply(conn: sqlite3.Connection) -> None:
-            _remove(conn, "hv_snapshots", "vm_id", vm.id, name)
+            remove_name(conn, "hv_snapshots", "vm_id", vm.id, name)
 
         self._call("delete_vm_snapshot", vm, apply)
 
     def take_volume_snapshot(self, vm: VmInfo, volume: VolumeInfo, name: str) -> str:
         def apply(conn: sqlite3.Connection) -> str:
-            _add_volume(conn, volume)
-            _add(conn, "vol_snapshots", "volume_id", volume.id, name)
+            add_volume(conn, volume)
+            add_name(conn, "vol_snapshots", "volume_id", volume.id, name)
             return name
 
         return self._call("take_volume_snapshot", vm, apply, volumes=[volume.id])
 
     def delete_volume_snapshot(self, vm: VmInfo, volume: VolumeInfo, name: str) -> None:
         def apply(conn: sqlite3.Connection) -> None:
-            _remove(conn, "vol_snapshots", "volume_id", volume.id, name)
+            remove_name(conn, "vol_snapshots", "volume_id", volume.id, name)
 
         self._call("delete_volume_snapshot", vm, apply, volumes=[volume.id])
 
@@ -501,8 +239,8 @@ class SimulatorStorage(StorageDriver):
     def take_vm_snapshot(self, volumes: Sequence[VolumeInfo], snapshot: SnapshotRef) -> bool:
         def apply(conn: sqlite3.Connection) -> bool:
             for vol in volumes:
-                _add_volume(conn, vol)
-                _add(conn, "vol_snapshots", "volume_id", vol.id, snapshot.name)
+                add_volume(conn, vol)
+                add_name(conn, "vol_snapshots", "volume_id", vol.id, snapshot.name)
             return self.need_unquiesce
 
         return self._call("take_vm_snapshot", snapshot.vm_id, volumes, apply)
@@ -510,8 +248,8 @@ class SimulatorStorage(StorageDriver):
     def revert_vm_snapshot(self, volumes: Sequence[VolumeInfo], snapshot: SnapshotRef) -> bool:
         def apply(conn: sqlite3.Connection) -> bool:
             for vol in volumes:
-                if not _has(conn, "vol_snapshots", "volume_id", vol.id, snapshot.name):
-                    raise _Refused(
+                if not has_name(conn, "vol_snapshots", "volume_id", vol.id, snapshot.name):
+                    raise Refused(
                         f"volume {vol.id} has no snapshot {snapshot.name} on pool {self.pool.id}",
                         "NOT_FOUND",
                     )
@@ -522,22 +260,22 @@ class SimulatorStorage(StorageDriver):
     def delete_vm_snapshot(self, volumes: Sequence[VolumeInfo], snapshot: SnapshotRef) -> bool:
         def apply(conn: sqlite3.Connection) -> bool:
             for vol in volumes:
-                _remove(conn, "vol_snapshots", "volume_id", vol.id, snapshot.name)
+                remove_name(conn, "vol_snapshots", "volume_id", vol.id, snapshot.name)
             return True
 
         return self._call("delete_vm_snapshot", snapshot.vm_id, volumes, apply)
 
     def take_snapshot(self, volume: VolumeInfo, name: str) -> str:
         def apply(conn: sqlite3.Connection) -> str:
-            _add_volume(conn, volume)
-            _add(conn, "vol_snapshots", "volume_id", volume.id, name)
+            add_volume(conn, volume)
+            add_name(conn, "vol_snapshots", "volume_id", volume.id, name)
             return name
 
         return self._call("take_snapshot", volume.vm_id, [volume], apply)
 
     def delete_snapshot(self, volume: VolumeInfo, name: str) -> None:
         def apply(conn: sqlite3.Connection) -> None:
-            _remove(conn, "vol_snapshots", "volume_id", volume.id, name)
+            remove_name(conn, "vol_snapshots", "volume_id", volume.id, name)
 
         self._call("delete_snapshot", volume.vm_id, [volume], apply)
 
@@ -550,132 +288,6 @@ class SimulatorStorage(StorageDriver):
     ) -> _R:
         ids = [v.id for v in volumes]
         return self.world._call(op, self.pool.id, vm_id, ids, self.faults, self.delay_s, apply)
-
-
-# -- SQL helpers (table and column names are module constants, never user input) ----------
-
-_CALLS = "SELECT op, target, vm_id, volumes, ok, result, error FROM calls"
-
-
-def _sleep(seconds: float) -> None:
-    # One place to sleep, so that tests can hold a call in flight deterministically.
-    time.sleep(seconds)
-
-
-def _init(conn: sqlite3.Connection) -> None:
-    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-    # A bad file fails here, with "file is not a database".
-    if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
-        raise sqlite3.DatabaseError("cannot switch to WAL mode")
-    conn.execute("PRAGMA synchronous = NORMAL")  # durable enough for a simulated world
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in _SCHEMA:
-            conn.execute(statement)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _retry_when_locked(action: Callable[[], None]) -> None:
-    # Switching a fresh file to WAL can answer "locked" at once, without the busy handler,
-    # when another process creates the same world at the same moment.
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
-    while True:
-        try:
-            action()
-            return
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-
-
-@contextmanager
-def _store_errors(path: Path) -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.Error as e:
-        raise DriverError(f"simulator state {path}: {e}", code="SIMULATOR_STORE") from e
-
-
-def _vm_dict(frozen: int, freezes: int, thaws: int) -> dict[str, Any]:
-    return {
-        "frozen": bool(frozen),
-        "freeze_count": freezes,
-        "thaw_count": thaws,
-        "hypervisor_snapshots": [],
-    }
-
-
-def _call_dict(row: tuple[Any, ...]) -> dict[str, Any]:
-    op, target, vm_id, volumes, ok, result, error = row
-    return {
-        "op": op,
-        "target": target,
-        "vm_id": vm_id,
-        "volumes": json.loads(volumes),
-        "ok": bool(ok),
-        "result": json.loads(result),
-        "error": error,
-    }
-
-
-def _log(
-    conn: sqlite3.Connection,
-    op: str,
-    target: str,
-    vm_id: str | None,
-    volumes: Sequence[str],
-    ok: bool,
-    result: Any,
-    error: str | None,
-) -> None:
-    conn.execute(
-        "INSERT INTO calls (op, target, vm_id, volumes, ok, result, error)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (op, target, vm_id, json.dumps(list(volumes)), ok, json.dumps(result), error),
-    )
-
-
-def _names(conn: sqlite3.Connection, table: str, owner: str, owner_id: str) -> list[str]:
-    sql = f"SELECT name FROM {table} WHERE {owner} = ? ORDER BY seq"
-    return [name for (name,) in conn.execute(sql, (owner_id,))]
-
-
-def _has(conn: sqlite3.Connection, table: str, owner: str, owner_id: str, name: str) -> bool:
-    sql = f"SELECT 1 FROM {table} WHERE {owner} = ? AND name = ?"
-    return conn.execute(sql, (owner_id, name)).fetchone() is not None
-
-
-def _add(conn: sqlite3.Connection, table: str, owner: str, owner_id: str, name: str) -> None:
-    # Taking a snapshot that exists already keeps it: retries find the same object.
-    sql = f"INSERT OR IGNORE INTO {table} ({owner}, name) VALUES (?, ?)"
-    conn.execute(sql, (owner_id, name))
-
-
-def _remove(conn: sqlite3.Connection, table: str, owner: str, owner_id: str, name: str) -> bool:
-    sql = f"DELETE FROM {table} WHERE {owner} = ? AND name = ?"
-    return conn.execute(sql, (owner_id, name)).rowcount > 0
-
-
-def _add_volume(conn: sqlite3.Connection, volume: VolumeInfo) -> None:
-    conn.execute(
-        "INSERT OR IGNORE INTO volumes (volume_id, vm_id) VALUES (?, ?)",
-        (volume.id, volume.vm_id),
-    )
-
-
-def _frozen(conn: sqlite3.Connection, vm_id: str) -> bool:
-    row = conn.execute("SELECT frozen FROM vms WHERE vm_id = ?", (vm_id,)).fetchone()
-    return row is not None and bool(row[0])
-
-
-def _freeze(conn: sqlite3.Connection, vm_id: str) -> None:
-    conn.execute(
-        "UPDATE vms SET frozen = 1, freeze_count = freeze_count + 1 WHERE vm_id = ?", (vm_id,)
-    )
 
 
 def _quiesce_record(result: QuiesceResult) -> dict[str, Any]:

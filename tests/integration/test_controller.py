@@ -30,7 +30,7 @@ from tests.conftest import (
 )
 from tests.support import WAIT_S, wait_for, write_config
 from vmsnap import Controller, InvalidRequest, NotFound, OperationInProgress, VmSnapshotView
-from vmsnap.adapters import simulator, store
+from vmsnap.adapters import simulator_world, store
 from vmsnap.adapters.simulator import SimulatorWorld
 from vmsnap.adapters.store import EventLog
 from vmsnap.domain.exceptions import IllegalTransition, StoreError
@@ -758,7 +758,7 @@ def held_calls(
         entered.set()
         assert release.wait(WAIT_S), "the test never released the held call"
 
-    monkeypatch.setattr(simulator, "_sleep", hold)
+    monkeypatch.setattr(simulator_world, "_sleep", hold)
     yield entered, release
     release.set()
 

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import STATE_FILE, VendorPool, volumes_of, world_config
 from tests.support import WAIT_S, wait_for, write_config
 from vmsnap import Controller
-from vmsnap.adapters import simulator
+from vmsnap.adapters import simulator_world as simulator
 from vmsnap.adapters.simulator import SimulatorWorld
 
 VM = "vm-kvm"  # KVM: a quiesce freezes the guest until it is thawed

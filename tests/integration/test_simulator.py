@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from tests.support import wait_for
-from vmsnap.adapters import simulator
+from vmsnap.adapters import simulator_world as simulator
 from vmsnap.adapters.simulator import SimulatorHypervisor, SimulatorStorage, SimulatorWorld
 from vmsnap.domain.exceptions import ConfigError, DriverError
 from vmsnap.domain.values import Capabilities, PoolInfo, SnapshotRef, VmInfo, VolumeInfo
@@ -610,14 +610,14 @@ def test_show_answers_while_another_process_sleeps_inside_a_delayed_call(
     slow_in_a_process = """
 import sys, time
 from pathlib import Path
-from vmsnap.adapters import simulator
+from vmsnap.adapters import simulator, simulator_world
 from vmsnap.domain.values import Capabilities, PoolInfo, VolumeInfo
 
 def sleep(seconds):
     Path(sys.argv[2]).touch()
     time.sleep(seconds)
 
-simulator._sleep = sleep
+simulator_world._sleep = sleep
 world = simulator.SimulatorWorld(sys.argv[1])
 pool = PoolInfo("netapp-1", "NetApp 1", "simulator")
 storage = simulator.SimulatorStorage(pool, world, Capabilities(), delay_s={"take_snapshot": 600})

@@ -62,6 +62,8 @@ def test_event_data_is_the_events_own_fields_under_its_stable_type() -> None:
             "quiesced": True,
             "hypervisor_snapshot": "vmsnap-x-quiesce",
             "detail": "frozen",
+            "filesystems_frozen": None,
+            "crash_reason": None,
         }
     }
     assert not {"originator_id", "originator_version", "timestamp"} & set(event_data(requested))

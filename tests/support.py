@@ -16,12 +16,16 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-import pytest
 
 from tests.toml_text import toml_table
+
+if TYPE_CHECKING:  # pytest is imported where a skip is made: the demo reuses wait_for
+    import pytest
+
+T = TypeVar("T")
 
 WAIT_S = 30.0  # the longest a test waits for another thread or process by default
 POLL_S = 0.01  # how long wait_for pauses between two looks
@@ -35,15 +39,15 @@ NOT_INSTALLED = {
 
 
 def wait_for(
-    condition: Callable[[], bool],
+    condition: Callable[[], T],
     timeout_s: float,
     what: str,
     *,
     process: subprocess.Popen[Any] | None = None,
-) -> None:
+) -> T:
     """
-    Look at ``condition`` until it holds; fail the test, naming ``what``, once
-    ``timeout_s`` seconds have passed without it.
+    Look at ``condition`` until it holds (answers something truthy, which is returned);
+    fail the test, naming ``what``, once ``timeout_s`` seconds have passed without it.
 
     ``process``: a child the condition depends on. Between looks the helper waits on it
     rather than sleeping, and fails at once if it ends before the condition holds.
@@ -51,7 +55,7 @@ def wait_for(
     Its short pause between looks is the only sleep in the tests: no test body sleeps.
     """
     deadline = time.monotonic() + timeout_s
-    while not condition():
+    while not (value := condition()):
         assert time.monotonic() < deadline, f"gave up after {timeout_s:g} s waiting for {what}"
         if process is None:
             time.sleep(POLL_S)
@@ -59,6 +63,7 @@ def wait_for(
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=POLL_S)
             raise AssertionError(f"the process exited ({process.returncode}) before {what}")
+    return value
 
 
 # Config files ---------------------------------------------------------------------------
@@ -121,5 +126,7 @@ def needs(module: str) -> pytest.MarkDecorator:
     :data:`NOT_INSTALLED`) is missing. A module whose every test needs it calls
     ``pytest.importorskip(module, reason=NOT_INSTALLED[module])`` at its top instead.
     """
+    import pytest
+
     missing = importlib.util.find_spec(module) is None
     return pytest.mark.skipif(missing, reason=NOT_INSTALLED[module])

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vmsnap import config as config_module
-from vmsnap import demo_libvirt
+from vmsnap import demo_libvirt, demo_real_guest
 from vmsnap.bootstrap import simulator_worlds
 from vmsnap.controller import Controller
 from vmsnap.domain.exceptions import InvalidRequest
@@ -119,12 +119,16 @@ def run_demo(folder: Path | None, *, as_json: bool = False) -> int:
     story = Story(as_json=as_json)
     with Controller.from_config(config) as c:
         _tell(c, story, config)
-    missing = demo_libvirt.available()
-    if missing is None:
-        for title, text in demo_libvirt.tell(folder):
-            story.say(f"libvirt + qcow2: {title}", text, detail=text)
-    else:
-        story.say("libvirt + qcow2", f"skipped: {missing}", skipped=missing)
+    for label, chapter in (
+        ("libvirt + qcow2", demo_libvirt),
+        ("a real QEMU guest", demo_real_guest),
+    ):
+        missing = chapter.available()
+        if missing is None:
+            for title, text in chapter.tell(folder):
+                story.say(f"{label}: {title}", text, detail=text)
+        else:
+            story.say(label, f"skipped: {missing}", skipped=missing)
     story.say(
         "Try it yourself",
         f"vmsnap --config {config} vm-snapshots list --all\n"

@@ -11,8 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from libvirt_fixtures import LibvirtNode, node_with_vm
 
+from tests.support import NOT_INSTALLED
+
+pytest.importorskip("libvirt", reason=NOT_INSTALLED["libvirt"])
+
+from tests.integration.libvirt_fixtures import LibvirtNode, node_with_vm
 from vmsnap.adapters import libvirt_hypervisor
 from vmsnap.adapters.libvirt_hypervisor import LibvirtHypervisor, snapshot_request
 from vmsnap.adapters.libvirt_live import AGENT_UNAVAILABLE, STILL_FROZEN

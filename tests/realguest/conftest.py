@@ -30,7 +30,8 @@ from tests.realguest.guest import (
     missing,
     run,
 )
-from tests.toml_text import toml_table
+from tests.support import Config
+from tests.support import write_config as write_config_file
 from vmsnap.adapters.qcow2_driver import Qcow2Driver
 from vmsnap.domain.values import SnapshotRef, VolumeInfo
 
@@ -115,27 +116,20 @@ def write_config(tmp_path: Path, guest: Guest) -> Callable[..., Path]:
     """
 
     def write(**limits: Any) -> Path:
-        parts = [toml_table("[store]", {"url": "sqlite:///vmsnap.db"})]
-        if limits:
-            parts.append(toml_table("[limits]", limits))
-        parts.append(
-            toml_table("[[hypervisors]]", {"name": "kvm", "type": "libvirt", "uri": guest.uri})
-        )
-        for pool, path in guest.pools.items():
-            parts.append(
-                toml_table(
-                    "[[pools]]", {"id": pool, "name": pool, "driver": "qcow2", "path": str(path)}
-                )
-            )
         volumes = [
             {"id": v, "pool": pool, "type": "ROOT" if dev == "vda" else "DATADISK"}
             for v, (pool, dev) in VOLUMES.items()
         ]
-        vm = {"id": VM, "hypervisor": "kvm", "domain": guest.name, "volumes": volumes}
-        parts.append(toml_table("[[vms]]", vm))
-        config = tmp_path / "vmsnap.toml"
-        config.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
-        return config
+        config = Config(
+            hypervisors=[{"name": "kvm", "type": "libvirt", "uri": guest.uri}],
+            pools=[
+                {"id": pool, "name": pool, "driver": "qcow2", "path": str(path)}
+                for pool, path in guest.pools.items()
+            ],
+            vms=[{"id": VM, "hypervisor": "kvm", "domain": guest.name, "volumes": volumes}],
+            limits=limits,
+        )
+        return write_config_file(tmp_path, config)
 
     return write
 

@@ -14,12 +14,12 @@ import json
 import os
 import shutil
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
+
+from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_GUEST = ROOT / "scripts" / "build-test-guest.sh"
@@ -62,20 +62,6 @@ def missing() -> str | None:
     if lacking:
         return "missing " + ", ".join(lacking) + " (bash .ci/run installs the Debian packages)"
     return None
-
-
-def wait_for(condition: Callable[[], T | None], what: str, timeout_s: float = WAIT_S) -> T:
-    """
-    Poll ``condition`` until it returns something truthy; fail after ``timeout_s``.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def run(*argv: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -193,7 +179,7 @@ class Guest:
         """Start the domain and wait until its agent answers and its disks are mounted."""
         if not self.running():
             self.dom.create()
-        wait_for(lambda: self.agent_answers() and self.mounted(), f"{self.name} to boot")
+        wait_for(lambda: self.agent_answers() and self.mounted(), WAIT_S, f"{self.name} to boot")
 
     def shut_off(self) -> None:
         """Shut the guest down cleanly through its agent (sync, unmount, power off)."""
@@ -201,7 +187,7 @@ class Guest:
 
         if self.running():
             self.dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)
-            wait_for(lambda: not self.running(), f"{self.name} to power off")
+            wait_for(lambda: not self.running(), WAIT_S, f"{self.name} to power off")
 
     def destroy(self) -> None:
         if self.running():
@@ -249,7 +235,9 @@ class Guest:
         """Run ``script`` in the guest and return its output; fail if it fails."""
         pid = self.start_sh(script)
         status = wait_for(
-            lambda: (s := self.exec_status(pid))["exited"] and s, f"guest command {script!r}"
+            lambda: (s := self.exec_status(pid))["exited"] and s,
+            WAIT_S,
+            f"guest command {script!r}",
         )
         out = base64.b64decode(status.get("out-data", "")).decode()
         err = base64.b64decode(status.get("err-data", "")).decode()
@@ -266,4 +254,4 @@ class Guest:
 
         with contextlib.suppress(libvirt.libvirtError):  # the agent may die mid-answer
             self.start_sh("touch /run/no-agent; sleep 0.2; killall qemu-ga")
-        wait_for(lambda: not self.agent_answers(), "the guest agent to die", 30)
+        wait_for(lambda: not self.agent_answers(), 30, "the guest agent to die")

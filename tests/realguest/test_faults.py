@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.realguest.conftest import DriverSpy
-from tests.realguest.guest import VM, Guest, internal_snapshots, wait_for
+from tests.realguest.guest import VM, WAIT_S, Guest, internal_snapshots
 from tests.realguest.test_quiesced_snapshots import quiesced_result
+from tests.support import wait_for
 from vmsnap import Controller, InvalidRequest
 from vmsnap.domain.exceptions import DriverError
 
@@ -100,7 +101,7 @@ def test_a_deadline_passing_while_frozen_thaws_the_guest_while_the_call_still_ru
 ) -> None:
     def hold_until_thawed(pool_id: str) -> None:
         if pool_id == "pool-b":  # returns only once the deadline thawed the guest
-            wait_for(lambda: guest.freeze_status() == "thawed", "the deadline's thaw")
+            wait_for(lambda: guest.freeze_status() == "thawed", WAIT_S, "the deadline's thaw")
 
     spy.hook = hold_until_thawed
     with Controller.from_config(write_config(quiesce_deadline_s=2)) as vmsnap:
@@ -122,7 +123,7 @@ def test_a_controller_killed_while_the_guest_is_frozen_is_thawed_and_cleaned_by_
         [sys.executable, "-c", HANGING_CONTROLLER, str(config), str(marker)], env=env
     )
     try:
-        wait_for(lambda: marker.exists() or proc.poll() is not None, "the hanging call")
+        wait_for(lambda: marker.exists() or proc.poll() is not None, WAIT_S, "the hanging call")
         assert proc.poll() is None, "the controller ended before it was killed"
         assert guest.freeze_status() == "frozen"
         proc.kill()

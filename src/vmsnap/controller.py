@@ -114,9 +114,9 @@ class Controller:
         vm_id: str,
         name: str | None = None,
         description: str | None = None,
+        *,
         memory: bool = False,
         quiesce: bool = False,
-        *,
         on_claimed: Claimed | None = None,
     ) -> VmSnapshotView:
         """
@@ -165,7 +165,7 @@ class Controller:
         return self._queries.get_vm_snapshot(snapshot)
 
     def list_vm_snapshots(
-        self, vm_id: str | None = None, state: str | None = None, include_removed: bool = False
+        self, vm_id: str | None = None, state: str | None = None, *, include_removed: bool = False
     ) -> list[VmSnapshotView]:
         return self._queries.list_vm_snapshots(
             vm_id=vm_id, state=state, include_removed=include_removed
@@ -174,7 +174,7 @@ class Controller:
     # Volume snapshots -------------------------------------------------------------
 
     def create_volume_snapshot(
-        self, volume_id: str, quiesce: bool = False, *, on_claimed: Claimed | None = None
+        self, volume_id: str, *, quiesce: bool = False, on_claimed: Claimed | None = None
     ) -> VolumeSnapshotView:
         """
         Snapshot one volume; ``quiesce`` only where its pool advertises
@@ -205,7 +205,7 @@ class Controller:
     def list_volumes(self, vm_id: str | None = None) -> list[VolumeView]:
         return self._queries.list_volumes(vm_id=vm_id)
 
-    def list_vms(self, frozen: bool = False) -> list[VmView]:
+    def list_vms(self, *, frozen: bool = False) -> list[VmView]:
         """
         The VMs with their operation in flight and whether they are believed frozen
         (``frozen=True``: only those).

@@ -38,7 +38,7 @@ def test_the_quick_read_gives_the_controllers_rows_in_the_same_order(
     where = {k: v for k, v in (("vm_id", vm_id), ("state", state)) if v is not None}
     exclude = None if include_removed or state == "removed" else "removed"
     quick = current_vm_snapshots(store, where, exclude)
-    expected = controller.list_vm_snapshots(vm_id, state, include_removed)
+    expected = controller.list_vm_snapshots(vm_id, state, include_removed=include_removed)
     assert quick == [s.to_dict() for s in expected]
     assert quick
 

@@ -114,7 +114,7 @@ class CloudStackApi:
 
         def work(on_claimed: Callable[[str], None]) -> Outcome:
             view = self._ctl.create_vm_snapshot(
-                vm_id, name, description, memory, quiesce, on_claimed=on_claimed
+                vm_id, name, description, memory=memory, quiesce=quiesce, on_claimed=on_claimed
             )
             return _outcome("createVMSnapshot", view)
 
@@ -144,7 +144,9 @@ class CloudStackApi:
         quiesce = _bool(p, "quiescevm")
 
         def work(on_claimed: Callable[[str], None]) -> Outcome:
-            view = self._ctl.create_volume_snapshot(volume_id, quiesce, on_claimed=on_claimed)
+            view = self._ctl.create_volume_snapshot(
+                volume_id, quiesce=quiesce, on_claimed=on_claimed
+            )
             return _outcome("createSnapshot", view)
 
         return self._submit(principal, "createSnapshot", p, None, work)

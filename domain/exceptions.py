@@ -55,3 +55,18 @@ class DriverError(VmsnapError, RuntimeError):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+class OperationTakenOver(VmsnapError, RuntimeError):
+    """
+    Recovery took this operation over (its controller was judged stopped): the store
+    refused the operation's next write on its version check, so the operation stopped
+    before any further call. ``vmsnap recover`` finishes what is left.
+    """
+
+
+class StoreFailedMidOperation(VmsnapError, RuntimeError):
+    """
+    The store failed after the operation had claimed its VM (events were recorded): the
+    operation is left in flight, and ``vmsnap recover`` finishes or compensates it.
+    """

@@ -144,6 +144,16 @@ class SnapshotAggregate(Aggregate):
         def update(self, snapshot: Any) -> None:
             snapshot.error = self.error
 
+    class RecoveryStarted(Event):
+        """
+        Recovery (``owner``) took this snapshot's operation over from ``previous_owner``,
+        saved with the VM's ``Vm.RecoveryClaimed``: its version fences the controller
+        that stopped, should it still run.
+        """
+
+        owner: str
+        previous_owner: str
+
     class DeleteStarted(Event):
         trigger = START_DELETE
 
@@ -249,6 +259,11 @@ class SnapshotAggregate(Aggregate):
 
     def record_alert(self, kind: str, message: str) -> None:
         self.trigger_event(SnapshotAggregate.AlertRaised, kind=kind, message=message)
+
+    def record_recovery(self, owner: str, previous_owner: str) -> None:
+        self.trigger_event(
+            SnapshotAggregate.RecoveryStarted, owner=owner, previous_owner=previous_owner
+        )
 
     def complete(self, *, quiesced: bool, consistency: str) -> None:
         self._transition(SnapshotAggregate.Completed, quiesced=quiesced, consistency=consistency)

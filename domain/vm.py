@@ -10,6 +10,7 @@ is capped by ``max_vm_snapshots_per_vm``. Every event names its VM, for auditors
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -45,6 +46,7 @@ class Vm(Aggregate):
         self.in_flight: str | None = None
         self.operation: str | None = None
         self.owner: str | None = None
+        self.claimed_at: datetime | None = None
         self.current: str | None = None
         self.volumes: tuple[VolumeInfo, ...] = ()
         # snapshot id -> [name, parent id] for every VM snapshot that is not removed.
@@ -114,8 +116,41 @@ class Vm(Aggregate):
             vm.in_flight = self.snapshot_id
             vm.operation = self.operation
             vm.owner = self.owner
+            vm.claimed_at = self.timestamp
             if self.operation == CREATE:
                 vm.live[self.snapshot_id] = [self.name, self.parent_id]
+
+    def take_over(self, owner: str) -> None:
+        """
+        Recovery claims the operation in flight from its controller, which stopped: saved
+        with the record's version, so exactly one of several recovers wins, and the
+        stopped controller, should it still run, loses its next write (invariant 9).
+        """
+        assert self.in_flight is not None
+        self.trigger_event(
+            Vm.RecoveryClaimed,
+            vm_id=self.vm_id,
+            snapshot_id=self.in_flight,
+            operation=self.operation or "",
+            owner=owner,
+            previous_owner=self.owner or "",
+        )
+
+    class RecoveryClaimed(Aggregate.Event):
+        """
+        Recovery (``owner``) took over the operation in flight from ``previous_owner``,
+        a controller it judged stopped, before any call of its own.
+        """
+
+        vm_id: str
+        snapshot_id: str
+        operation: str
+        owner: str
+        previous_owner: str
+
+        def apply(self, vm: Any) -> None:
+            vm.owner = self.owner
+            vm.claimed_at = self.timestamp
 
     def end(self, snapshot_id: str, outcome: str) -> None:
         self.trigger_event(

@@ -220,6 +220,11 @@ def _operation_started(e: Vm.OperationStarted, rows: Rows, position: int) -> Non
 
 
 @project.register
+def _recovery_claimed(e: Vm.RecoveryClaimed, rows: Rows, position: int) -> None:
+    _put_vm(e.vm_id, rows, position, owner=e.owner, in_flight_since=_when(e))
+
+
+@project.register
 def _operation_ended(e: Vm.OperationEnded, rows: Rows, position: int) -> None:
     _put_vm(
         e.vm_id, rows, position, in_flight=None, operation=None, owner=None, in_flight_since=None

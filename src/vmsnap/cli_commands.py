@@ -265,12 +265,19 @@ def vms_list(c: Controller, args: argparse.Namespace) -> int:
 
 
 def recover(c: Controller, args: argparse.Namespace) -> int:
-    done = c.recover()
+    """Exit 1 when a VM could not be recovered: one ``error:`` line per VM, naming why."""
+    report = c.recover_report()
     if args.json:
-        render.emit_json({"recovered": [s.to_dict() for s in done]})
+        render.emit_json(report.to_dict())
     else:
-        print(render.recover_text(done))
-    return EXIT_OK
+        print(render.recover_text(report.recovered))
+    for u in report.unrecovered:
+        what = f" (snapshot {u.snapshot_id})" if u.snapshot_id else ""
+        print(
+            f"error: VM {u.vm_id}{what} not recovered: {' '.join(u.reason.split())}",
+            file=sys.stderr,
+        )
+    return EXIT_FAILED if report.unrecovered else EXIT_OK
 
 
 # The audit ------------------------------------------------------------------------------

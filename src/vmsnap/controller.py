@@ -23,6 +23,8 @@ from vmsnap.service.runtime import Claimed, Runtime
 from vmsnap.views import (
     EventView,
     PoolView,
+    RecoverReport,
+    UnrecoveredVm,
     VerifyReport,
     VmSnapshotView,
     VmView,
@@ -224,9 +226,23 @@ class Controller:
     def recover(self) -> list[SnapshotView]:
         """
         Finish or compensate every operation left in flight by a controller that died;
-        return the snapshots it touched. Running it twice is harmless.
+        return the snapshots it touched. Running it twice, or several at once, is harmless.
+        A VM that cannot be recovered now is left as it is (see :meth:`recover_report`).
         """
-        return [self._queries.snapshot(sid) for sid in self._recovery.recover()]
+        return list(self.recover_report().recovered)
+
+    def recover_report(self) -> RecoverReport:
+        """
+        As :meth:`recover`, with the VMs it could not recover and why (each VM is
+        recovered on its own: one that cannot be finished does not stop the others).
+        """
+        outcome = self._recovery.recover()
+        return RecoverReport(
+            recovered=tuple(self._queries.snapshot(sid) for sid in outcome.done),
+            unrecovered=tuple(
+                UnrecoveredVm(u.vm_id, u.snapshot_id, u.reason) for u in outcome.unrecovered
+            ),
+        )
 
     def audit_timeline(
         self, snapshot_id: str | None = None, vm_id: str | None = None

@@ -157,3 +157,29 @@ class VerifyReport:
             "problems": list(self.problems),
             "chain_head": None if head is None else {"position": head[0], "hash": head[1]},
         }
+
+
+@attrs.frozen
+class UnrecoveredVm:
+    """A VM whose operation ``recover`` could not finish now, and why."""
+
+    vm_id: str
+    snapshot_id: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+
+@attrs.frozen
+class RecoverReport:
+    """What ``recover`` finished or compensated, and the VMs it could not."""
+
+    recovered: tuple[Any, ...]  # VmSnapshotView | VolumeSnapshotView
+    unrecovered: tuple[UnrecoveredVm, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recovered": [s.to_dict() for s in self.recovered],
+            "unrecovered": [u.to_dict() for u in self.unrecovered],
+        }

@@ -22,6 +22,7 @@ STABLE_TOPICS = sorted(
             "Vm.OperationEnded",
             "Vm.CurrentSnapshotChanged",
             "Vm.SnapshotForgotten",
+            "Vm.RecoveryClaimed",
         ],
         "snapshot_base": [
             f"SnapshotAggregate.{e}"
@@ -33,6 +34,7 @@ STABLE_TOPICS = sorted(
                 "CallFailed",
                 "DeadlineExceeded",
                 "AlertRaised",
+                "RecoveryStarted",
                 "Completed",
                 "Failed",
                 "DeleteStarted",

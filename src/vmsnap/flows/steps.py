@@ -14,7 +14,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
-from vmsnap.domain.exceptions import DriverError
+from eventsourcing.persistence import IntegrityError
+
+from vmsnap.domain.exceptions import (
+    DriverError,
+    OperationTakenOver,
+    StoreError,
+    StoreFailedMidOperation,
+)
 from vmsnap.domain.ports import Hypervisor, StorageDriver
 from vmsnap.domain.rules import decide_unquiesce
 from vmsnap.domain.snapshot_base import SnapshotAggregate
@@ -52,7 +59,7 @@ class Steps:
         drivers: dict[str, StorageDriver],
         quiesce_deadline_s: float = 60.0,
     ) -> None:
-        self.save = save
+        self._store = save
         self.snap = snapshot
         self.vm = vm
         self.hv = hypervisor
@@ -60,6 +67,25 @@ class Steps:
         self.quiesce_deadline_s = quiesce_deadline_s
         self.thaw_by: float | None = None  # monotonic time the frozen VM must be thawed by
         self.expired = False
+
+    def save(self, *aggregates: object) -> None:
+        """
+        Save the operation's new events. A version conflict means recovery took the
+        operation over (invariant 9): stop, call nothing more. A store failure after the
+        claim leaves the operation in flight for ``vmsnap recover``.
+        """
+        try:
+            self._store(*aggregates)
+        except IntegrityError:
+            raise OperationTakenOver(
+                f"snapshot {self.snap.id} on VM {self.vm.id}: recovery took the operation "
+                "over (its record changed under it); it stopped before its next call"
+            ) from None
+        except StoreError as e:
+            raise StoreFailedMidOperation(
+                f"{e}; snapshot {self.snap.id} on VM {self.vm.id} is left in flight: "
+                "run 'vmsnap recover'"
+            ) from None
 
     def call(
         self,
@@ -136,11 +162,13 @@ class Steps:
         worker.join(max(0.0, self.thaw_by - time.monotonic()))
         if worker.is_alive():
             self.expired = True
-            self.snap.record_deadline_exceeded(target, op, self.quiesce_deadline_s)
-            self.save(self.snap)
-            with contextlib.suppress(StepFailed):  # recorded; recover retries a failed thaw
-                self.unquiesce(self.snap.ref, thaw=True, release=None, reason=DEADLINE)
-            worker.join()
+            try:
+                self.snap.record_deadline_exceeded(target, op, self.quiesce_deadline_s)
+                self.save(self.snap)
+                with contextlib.suppress(StepFailed):  # recorded; recover retries a failed thaw
+                    self.unquiesce(self.snap.ref, thaw=True, release=None, reason=DEADLINE)
+            finally:
+                worker.join()
         if errors:
             raise errors[0]
         return outcome[0]
@@ -228,8 +256,8 @@ class Steps:
         """
         try:
             yield
-        except StepFailed:
-            raise
+        except (StepFailed, OperationTakenOver):
+            raise  # a taken-over operation calls nothing more: recovery owns the VM now
         except Exception:
             if self.snap.frozen or self.snap.state == QUIESCING:
                 with contextlib.suppress(Exception):

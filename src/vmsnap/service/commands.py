@@ -85,31 +85,25 @@ class Commands:
         vm_aggregate.observe_volumes(vm.volumes)
         vm_aggregate.start(CREATE, str(snap.id), rt.owner, name, vm_aggregate.current)
         rt.claim(vm_aggregate, snap, on_claimed=on_claimed)
-        try:
+        with rt.operation(str(snap.id)):
             self._record_pools(caps)
             VmSnapshotFlow(rt.steps(snap, vm), vm_aggregate).create()
-        finally:
-            rt.done(str(snap.id))
         return str(snap.id)
 
     def revert_vm_snapshot(self, snapshot: str, *, on_claimed: Claimed | None) -> str:
         snap, vm, vm_aggregate = self._prepare(snapshot, START_REVERT, REVERT)
         snap.start_revert()
         self.rt.claim(vm_aggregate, snap, on_claimed=on_claimed)
-        try:
+        with self.rt.operation(str(snap.id)):
             VmSnapshotFlow(self.rt.steps(snap, vm), vm_aggregate).revert()
-        finally:
-            self.rt.done(str(snap.id))
         return str(snap.id)
 
     def delete_vm_snapshot(self, snapshot: str, *, on_claimed: Claimed | None) -> str:
         snap, vm, vm_aggregate = self._prepare(snapshot, START_DELETE, DELETE)
         snap.start_delete()
         self.rt.claim(vm_aggregate, snap, on_claimed=on_claimed)
-        try:
+        with self.rt.operation(str(snap.id)):
             VmSnapshotFlow(self.rt.steps(snap, vm), vm_aggregate).delete()
-        finally:
-            self.rt.done(str(snap.id))
         return str(snap.id)
 
     # Volume snapshots ---------------------------------------------------------------------
@@ -146,31 +140,25 @@ class Commands:
         vm_aggregate.observe_volumes(vm.volumes)
         vm_aggregate.start(VOLUME_SNAPSHOT, str(snap.id), rt.owner)
         rt.claim(vm_aggregate, snap, on_claimed=on_claimed)
-        try:
+        with rt.operation(str(snap.id)):
             self._record_pools({volume.pool_id: caps})
             VolumeSnapshotFlow(rt.steps(snap, vm), vm_aggregate, driver, volume).create()
-        finally:
-            rt.done(str(snap.id))
         return str(snap.id)
 
     def delete_volume_snapshot(self, snapshot: str) -> str:
         rt = self.rt
         snap = rt.load(snapshot, VolumeSnapshot)
-        vm = rt.vm_info(snap.vm_id)
-        vm_aggregate = rt.vm_aggregate(vm.id)
+        vm_aggregate = rt.vm_aggregate(snap.vm_id)
         vm_aggregate.check_idle()
         snap.check(START_DELETE)
-        volume = rt.wiring.inventory.volume(snap.volume_id)
-        if volume is None:
-            raise InvalidRequest(f"volume {snap.volume_id} is no longer in the inventory")
+        vm = rt.check_parts(snap)  # config drift: refused, naming the missing part
+        volume = rt.volume_info(snap.volume_id)
+        driver = rt.driver(snap.pool_id)
         vm_aggregate.start(VOLUME_SNAPSHOT_DELETE, snapshot, rt.owner)
         snap.start_delete()
         rt.claim(vm_aggregate, snap)
-        driver = rt.wiring.drivers[volume.pool_id]
-        try:
+        with rt.operation(str(snap.id)):
             VolumeSnapshotFlow(rt.steps(snap, vm), vm_aggregate, driver, volume).delete()
-        finally:
-            rt.done(str(snap.id))
         return str(snap.id)
 
     # Checks and records before a flow runs ------------------------------------------------
@@ -217,10 +205,10 @@ class Commands:
     ) -> tuple[VmSnapshot, VmInfo, Vm]:
         rt = self.rt
         snap = rt.load(snapshot, VmSnapshot)
-        vm = rt.vm_info(snap.vm_id)
-        vm_aggregate = rt.vm_aggregate(vm.id)
+        vm_aggregate = rt.vm_aggregate(snap.vm_id)
         vm_aggregate.check_idle()  # busy VM first: a snapshot still being created is a conflict
         snap.check(trigger)
+        vm = rt.check_parts(snap)  # config drift: refused, naming the missing part
         hv = rt.wiring.hypervisor_of(vm)
         hv.check_vm(vm)
         if operation == REVERT:

@@ -1,7 +1,13 @@
 """
 Recovery: finish or compensate the operations that controllers which died left in
-flight, and thaw again a VM whose thaw failed. Never touches a live controller's
-operation (the store's version check fences a live one that overruns).
+flight, and thaw again a VM whose thaw failed.
+
+Recovery is fenced (invariant 9, ADR 0020): for each VM it reloads the VM's record,
+judges its owner from that record, and claims the operation (``Vm.RecoveryClaimed`` with
+the snapshot's ``RecoveryStarted``, saved with both records' versions) before any call.
+Of several recovers exactly one wins the claim; a live controller judged stopped loses
+its next write. Each VM is recovered on its own: one that cannot be finished is reported
+and the others are still recovered.
 """
 
 from __future__ import annotations
@@ -10,11 +16,13 @@ import contextlib
 import os
 import socket
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
+import attrs
 from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
 
+from vmsnap.domain.exceptions import OperationTakenOver, VmsnapError
 from vmsnap.domain.snapshot_base import SnapshotAggregate
 from vmsnap.domain.vm import THAW, Vm
 from vmsnap.domain.vm_snapshot import VmSnapshot
@@ -23,88 +31,149 @@ from vmsnap.domain.workflow import EXPUNGING, REVERTING
 from vmsnap.flows import StepFailed, Steps, VmSnapshotFlow, VolumeSnapshotFlow
 from vmsnap.flows.steps import RECOVERY
 from vmsnap.projections.projector import VMS
-from vmsnap.service.runtime import OPEN_OWNERS, Runtime
+from vmsnap.service.runtime import OPEN_OWNERS, Runtime, start_time
+
+
+@attrs.frozen
+class Unrecovered:
+    """A VM whose operation recovery could not finish, and why."""
+
+    vm_id: str
+    snapshot_id: str | None
+    reason: str
+
+
+@attrs.define
+class Outcome:
+    done: list[str] = attrs.Factory(list)
+    unrecovered: list[Unrecovered] = attrs.Factory(list)
 
 
 class Recovery:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
 
-    def recover(self) -> list[str]:
+    def recover(self) -> Outcome:
         """
         Finish or compensate every operation left in flight by a controller that died;
-        return the ids of the snapshots it touched. Running it twice is harmless.
+        the snapshots it touched and the VMs it could not finish. Running it twice, or
+        several at once, is harmless.
         """
-        done: list[str] = []
-        for vm_doc in self.rt.views_current().select(VMS, {}):
-            sid = vm_doc.get("in_flight")
-            since = vm_doc.get("in_flight_since")
-            if sid is not None and not self._owner_alive(vm_doc.get("owner"), sid, since):
-                done.append(self._recover_vm(vm_doc["vm_id"]))
-            elif sid is None and vm_doc.get("frozen") and vm_doc.get("frozen_by"):
-                done.append(self._thaw_again(vm_doc["vm_id"], vm_doc["frozen_by"]))
-        return done
+        outcome = Outcome()
+        candidates = [
+            (d["vm_id"], d.get("in_flight"))
+            for d in self.rt.views_current().select(VMS, {})
+            if d.get("in_flight") is not None or (d.get("frozen") and d.get("frozen_by"))
+        ]
+        for vm_id, in_flight in candidates:
+            try:
+                sid = self._recover(vm_id)
+            except (VmsnapError, LookupError) as e:  # KeyError: a part gone mid-flow
+                outcome.unrecovered.append(Unrecovered(vm_id, in_flight, _why(e)))
+                continue
+            if sid is not None:
+                outcome.done.append(sid)
+        return outcome
+
+    def _recover(self, vm_id: str) -> str | None:
+        """Recover one VM, judged and claimed on its record as it is now."""
+        record = self.rt.vm_aggregate(vm_id)
+        sid = record.in_flight
+        if sid is None:
+            frozen_by = self._frozen_by(vm_id)
+            return None if frozen_by is None else self._thaw_again(record, frozen_by)
+        if self._owner_alive(record, sid):
+            return None
+        agg = self._load(sid)
+        self.rt.check_parts(agg)  # config drift: reported before anything is claimed
+        previous = record.owner or ""
+        record.take_over(self.rt.owner)
+        agg.record_recovery(self.rt.owner, previous)
+        try:
+            self.rt.wiring.log.save(record, agg)
+        except IntegrityError:
+            return None  # another recover claimed it first, or the owner moved on
+        self.rt.running.add(sid)
+        try:
+            self._finish(record, agg, previous)
+        except OperationTakenOver:
+            return None  # yet another recover judged us stopped; it finishes
+        finally:
+            self.rt.done(sid)
+        return sid
+
+    def _frozen_by(self, vm_id: str) -> str | None:
+        doc = self.rt.views_current().get(VMS, vm_id)
+        if doc is None or not doc.get("frozen"):
+            return None
+        frozen_by = doc.get("frozen_by")
+        return str(frozen_by) if frozen_by else None
 
     def _load(self, sid: str) -> SnapshotAggregate:
         agg: Aggregate = self.rt.wiring.log.repository.get(UUID(sid))
         assert isinstance(agg, SnapshotAggregate)
         return agg
 
-    def _thaw_again(self, vm_id: str, sid: str) -> str:
+    def _thaw_again(self, record: Vm, sid: str) -> str | None:
         """
-        Thaw a VM whose thaw failed earlier, recorded on the snapshot that froze it.
+        Thaw a VM whose thaw failed earlier, recorded on the snapshot that froze it; the
+        claim (with the record's version) comes before the call.
         """
         rt = self.rt
-        vm_aggregate = rt.vm_aggregate(vm_id)
-        vm_aggregate.start(THAW, sid, rt.owner)
         agg = self._load(sid)
-        rt.claim(vm_aggregate, agg)
-        steps = rt.steps(agg, rt.vm_info(vm_id))
+        if not agg.frozen:
+            return None
+        record.start(THAW, sid, rt.owner)
+        try:
+            rt.wiring.log.save(record, agg)
+        except IntegrityError:
+            return None  # another controller claimed the VM first
+        rt.running.add(sid)
+        steps = rt.steps(agg, rt.vm_info(record.vm_id))
         try:
             with contextlib.suppress(StepFailed):
                 steps.unquiesce(agg.ref, thaw=True, release=None, reason=RECOVERY)
         finally:
-            vm_aggregate.end(sid, "thawed" if not agg.frozen else "still frozen")
-            steps.save(vm_aggregate)
+            record.end(sid, "thawed" if not agg.frozen else "still frozen")
+            steps.save(record)
             rt.done(sid)
         return sid
 
-    def _owner_alive(self, owner: Any, sid: str, since: str | None) -> bool:
+    def _owner_alive(self, record: Vm, sid: str) -> bool:
         """
-        Whether the controller that claimed a VM may still be running the operation.
-        On this host, its process tells; another host's controller is presumed alive until
+        Whether the controller that claimed a VM may still be running the operation,
+        judged from the VM's record as loaded now. On this host, its process (pid and
+        start time) tells; another host's controller is presumed alive until
         ``[limits] operation_timeout_s`` after its claim (a live one that overruns then
-        loses its next write to recovery on the store's version check).
+        loses its next write on the store's version check).
         """
-        host, pid = [*str(owner).split(":"), "", ""][:2]
+        owner = str(record.owner)
+        host, pid = [*owner.split(":"), "", ""][:2]
         if owner == self.rt.owner:
             return sid in self.rt.running
         if host != socket.gethostname():
+            since: datetime | None = getattr(record, "claimed_at", None)  # older records: none
             if since is None:
                 return True
-            age = datetime.now(UTC) - datetime.fromisoformat(since)
+            age = datetime.now(UTC) - since
             return age.total_seconds() < self.rt.config.limits.operation_timeout_s
-        if pid == str(os.getpid()):
+        if pid.split("@")[0] == str(os.getpid()):
             return owner in OPEN_OWNERS  # another Controller of this process, if still open
         return pid_alive(pid)
 
-    def _recover_vm(self, vm_id: str) -> str:
+    def _finish(self, record: Vm, agg: SnapshotAggregate, previous: str) -> None:
         rt = self.rt
-        vm_aggregate = rt.vm_aggregate(vm_id)
-        sid = vm_aggregate.in_flight
-        assert sid is not None
-        agg = self._load(sid)
-        steps = rt.steps(agg, rt.vm_info(vm_id))
-        reason = f"recovered after the controller {vm_aggregate.owner} stopped"
+        sid = str(agg.id)
+        steps = rt.steps(agg, rt.check_parts(agg))
+        reason = f"recovered after the controller {previous} stopped"
         if not agg.in_progress:
-            vm_aggregate.end(sid, agg.state)  # it had ended; only the claim was left
-            steps.save(vm_aggregate)
+            record.end(sid, agg.state)  # it had ended; only the claim was left
+            steps.save(record)
         elif isinstance(agg, VmSnapshot):
-            self._recover_vm_snapshot(VmSnapshotFlow(steps, vm_aggregate), reason)
+            self._recover_vm_snapshot(VmSnapshotFlow(steps, record), reason)
         else:
             assert isinstance(agg, VolumeSnapshot)
-            self._recover_volume_snapshot(steps, agg, vm_aggregate, reason)
-        return sid
+            self._recover_volume_snapshot(steps, agg, record, reason)
 
     def _recover_vm_snapshot(self, flow: VmSnapshotFlow, reason: str) -> None:
         snap = flow.snap
@@ -123,9 +192,8 @@ class Recovery:
         self, steps: Steps, snap: VolumeSnapshot, vm_aggregate: Vm, reason: str
     ) -> None:
         rt = self.rt
-        volume = rt.wiring.inventory.volume(snap.volume_id)
-        assert volume is not None
-        flow = VolumeSnapshotFlow(steps, vm_aggregate, rt.wiring.drivers[snap.pool_id], volume)
+        volume = rt.volume_info(snap.volume_id)
+        flow = VolumeSnapshotFlow(steps, vm_aggregate, rt.driver(snap.pool_id), volume)
         if snap.state == EXPUNGING:
             flow.delete()
         else:
@@ -134,12 +202,25 @@ class Recovery:
             )
 
 
+def _why(e: BaseException) -> str:
+    if isinstance(e, KeyError):
+        return f"{e.args[0]} is not in the config"
+    return str(e) or type(e).__name__
+
+
 def pid_alive(pid: str) -> bool:
-    """Whether the process ``pid`` of this host runs (one we may not signal counts)."""
+    """
+    Whether the process ``pid`` of this host runs (one we may not signal counts).
+    ``pid@start``: only if the process with that pid started then (pids are reused).
+    """
+    number, _, start = pid.partition("@")
     try:
-        os.kill(int(pid), 0)
+        os.kill(int(number), 0)
     except (ProcessLookupError, ValueError):
         return False
     except PermissionError:
-        return True
+        pass
+    if start:
+        now = start_time(int(number))
+        return now is None or now == start
     return True

@@ -8,7 +8,8 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 from uuid import uuid4
 
@@ -19,12 +20,19 @@ from eventsourcing.persistence import IntegrityError
 from vmsnap.adapters.view_store import ViewStore
 from vmsnap.bootstrap import Wiring
 from vmsnap.config import Config
-from vmsnap.domain.exceptions import NotFound, OperationInProgress, StoreError
+from vmsnap.domain.exceptions import (
+    NotFound,
+    OperationInProgress,
+    StoreError,
+    StoreFailedMidOperation,
+)
+from vmsnap.domain.ports import StorageDriver
 from vmsnap.domain.snapshot_base import SnapshotAggregate
-from vmsnap.domain.values import VmInfo
+from vmsnap.domain.values import VmInfo, VolumeInfo
 from vmsnap.domain.vm import Vm
 from vmsnap.domain.vm_snapshot import VmSnapshot
 from vmsnap.domain.vm_snapshot import snapshot_id as parse_id
+from vmsnap.domain.volume_snapshot import VolumeSnapshot
 from vmsnap.flows import Steps
 
 A = TypeVar("A", bound=Aggregate)
@@ -40,7 +48,7 @@ class Runtime:
         self.config = config
         self.wiring = wiring
         # host:pid:token; recovery leaves alone the operations of controllers that still run.
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
+        self.owner = f"{socket.gethostname()}:{process_id(os.getpid())}:{uuid4().hex[:8]}"
         self.running: set[str] = set()  # snapshot ids of this controller's operations
         OPEN_OWNERS.add(self.owner)
 
@@ -54,6 +62,48 @@ class Runtime:
         vm = self.wiring.inventory.vm(vm_id)
         if vm is None:
             raise NotFound(f"no such VM: {vm_id}")
+        return vm
+
+    def volume_info(self, volume_id: str) -> VolumeInfo:
+        volume = self.wiring.inventory.volume(volume_id)
+        if volume is None:
+            raise NotFound(f"volume {volume_id} is no longer in the config")
+        return volume
+
+    def driver(self, pool_id: str) -> StorageDriver:
+        driver = self.wiring.drivers.get(pool_id)
+        if driver is None:
+            raise NotFound(f"pool {pool_id} is no longer in the config")
+        return driver
+
+    def check_parts(self, snap: SnapshotAggregate) -> VmInfo:
+        """
+        The snapshot's VM as configured now, once every part the snapshot's next calls
+        need (its VM, volumes and pools) is still in the config.
+
+        Raises:
+            NotFound: a part is gone from the config (naming it); the snapshot is left as
+                it is, and a config that restores the part lets the operation run.
+        """
+        try:
+            vm = self.vm_info(snap.vm_id)
+        except NotFound:
+            raise NotFound(
+                f"VM {snap.vm_id} of snapshot {snap.id} is no longer in the config"
+            ) from None
+        configured = {v.id for v in vm.volumes}
+        if isinstance(snap, VmSnapshot):
+            needed = [(vid, g.pool_id) for g in snap.groups for vid in g.volume_ids]
+        else:
+            assert isinstance(snap, VolumeSnapshot)
+            needed = [(snap.volume_id, snap.pool_id)]
+        for volume_id, pool_id in needed:
+            if volume_id not in configured:
+                raise NotFound(
+                    f"volume {volume_id} of snapshot {snap.id} is no longer in the config "
+                    f"of VM {vm.id}"
+                )
+            self.driver(pool_id)
         return vm
 
     def vm_aggregate(self, vm_id: str) -> Vm:
@@ -106,6 +156,21 @@ class Runtime:
             with contextlib.suppress(Exception):
                 on_claimed(vm.in_flight)
 
+    @contextlib.contextmanager
+    def operation(self, sid: str) -> Iterator[None]:
+        """
+        Run the claimed operation ``sid``: a store failure from here on is not a refusal
+        (events are recorded): it leaves the operation in flight for ``vmsnap recover``.
+        """
+        try:
+            yield
+        except StoreError as e:
+            raise StoreFailedMidOperation(
+                f"{e}; snapshot {sid} is left in flight: run 'vmsnap recover'"
+            ) from None
+        finally:
+            self.done(sid)
+
     def steps(self, snap: SnapshotAggregate, vm: VmInfo) -> Steps:
         return Steps(
             self.wiring.log.save,
@@ -121,3 +186,23 @@ class Runtime:
         # The operation is recorded; views that cannot catch up now do so on the next read.
         with contextlib.suppress(StoreError):
             self.wiring.views.catch_up()
+
+
+def start_time(pid: int) -> str | None:
+    """
+    When process ``pid`` of this host started (``/proc/<pid>/stat`` field 22, in clock
+    ticks since boot); None where there is no /proc or no such process.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    # Field 2 (the command) may hold spaces and parentheses: count from its closing one.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def process_id(pid: int) -> str:
+    """``pid@start``: a pid that the system reuses later names another process."""
+    start = start_time(pid)
+    return f"{pid}@{start}" if start is not None else str(pid)

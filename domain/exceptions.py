@@ -1,5 +1,8 @@
 """The errors vmsnap raises; every one derives from VmsnapError."""
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class VmsnapError(Exception):
     """
@@ -57,7 +60,20 @@ class DriverError(VmsnapError, RuntimeError):
         self.code = code
 
 
-class OperationTakenOver(VmsnapError, RuntimeError):
+class OperationInterrupted(VmsnapError, RuntimeError):
+    """
+    An operation stopped after it had claimed its VM (events were recorded), on the
+    snapshot ``snapshot_id``. The CLI exits 1 with the snapshot as far as it got.
+    """
+
+    def __init__(self, message: str, snapshot_id: str, owed: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.snapshot_id = snapshot_id
+        #: what the backends may hold from its last call, with no answer recorded (``Owed``)
+        self.owed = tuple(owed)
+
+
+class OperationTakenOver(OperationInterrupted):
     """
     Recovery took this operation over (its controller was judged stopped): the store
     refused the operation's next write on its version check, so the operation stopped
@@ -65,7 +81,7 @@ class OperationTakenOver(VmsnapError, RuntimeError):
     """
 
 
-class StoreFailedMidOperation(VmsnapError, RuntimeError):
+class StoreFailedMidOperation(OperationInterrupted):
     """
     The store failed after the operation had claimed its VM (events were recorded): the
     operation is left in flight, and ``vmsnap recover`` finishes or compensates it.

@@ -172,6 +172,37 @@ def temporary_name(snapshot_name: str) -> str:
     return f"{snapshot_name}-quiesce"
 
 
+# What a backend may hold that vmsnap owes a cleanup for (``Vm.OrphanOwed.kind``).
+OWED_THAW = "thaw"  # the guest may be frozen
+OWED_RELEASE = "release"  # a temporary hypervisor snapshot (quiesce)
+OWED_HYPERVISOR_SNAPSHOT = "hypervisor-snapshot"
+OWED_DRIVER_SNAPSHOT = "driver-vm-snapshot"  # a driver's snapshot of some of the VM's volumes
+OWED_VOLUME_SNAPSHOT = "volume-snapshot"
+
+
+def _strings(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
+@attrs.frozen
+class Owed:
+    """
+    One object a backend may hold with nothing else recording it (a call sent with no
+    recorded answer, or a cleanup that failed): ``kind`` above, ``target`` the hypervisor
+    name or pool id, ``name`` the backend object, ``volume_ids`` the volumes it is on.
+    """
+
+    kind: str
+    target: str
+    name: str
+    snapshot_id: str
+    volume_ids: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.target}:{self.name}:{','.join(self.volume_ids)}"
+
+
 ATTRS_VALUES: tuple[type, ...] = (
     Capabilities,
     VolumeInfo,
@@ -179,4 +210,5 @@ ATTRS_VALUES: tuple[type, ...] = (
     DriverGroup,
     QuiesceResult,
     HypervisorSnapshot,
+    Owed,
 )

@@ -17,7 +17,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from vmsnap.domain.exceptions import OperationInProgress
-from vmsnap.domain.values import VolumeInfo
+from vmsnap.domain.values import Owed, VolumeInfo
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://vmsnap.invalid/")
 
@@ -28,6 +28,7 @@ DELETE = "delete"
 VOLUME_SNAPSHOT = "volume-snapshot"
 VOLUME_SNAPSHOT_DELETE = "volume-snapshot-delete"
 THAW = "thaw"
+SETTLE = "settle"  # cleaning up what the orphan ledger owes
 
 
 class Vm(Aggregate):
@@ -51,6 +52,8 @@ class Vm(Aggregate):
         self.volumes: tuple[VolumeInfo, ...] = ()
         # snapshot id -> [name, parent id] for every VM snapshot that is not removed.
         self.live: dict[str, list[str | None]] = {}
+        # The orphan ledger: what backends may hold that nothing else records (ADR 0020).
+        self.owed: dict[str, Owed] = {}
 
     def name_taken(self, name: str) -> bool:
         return any(entry[0] == name for entry in self.live.values())
@@ -221,3 +224,49 @@ class Vm(Aggregate):
             for child in self.children:
                 if child in vm.live:
                     vm.live[child][1] = self.new_parent
+
+    # The orphan ledger (ADR 0020) -------------------------------------------------------
+
+    def owed_now(self) -> dict[str, Owed]:
+        return dict(getattr(self, "owed", {}))  # records older than the ledger have none
+
+    def owe(self, owed: Owed, reason: str) -> None:
+        """Record that a backend may hold ``owed`` with nothing else recording it."""
+        if owed.key not in self.owed_now():
+            self.trigger_event(Vm.OrphanOwed, vm_id=self.vm_id, owed=owed, reason=reason)
+
+    class OrphanOwed(Aggregate.Event):
+        """
+        A backend may hold ``owed`` (a call sent with no recorded answer, or a failed
+        cleanup): ``recover`` retries its cleanup until an answer proves it gone.
+        """
+
+        vm_id: str
+        owed: Owed
+        reason: str
+
+        def apply(self, vm: Any) -> None:
+            vm.owed = {**vm.owed_now(), self.owed.key: self.owed}
+
+    def settle(self, key: str, outcome: str) -> None:
+        self.trigger_event(Vm.OrphanSettled, vm_id=self.vm_id, key=key, outcome=outcome)
+
+    class OrphanSettled(Aggregate.Event):
+        """The backend answered the cleanup of an owed object: it is gone (``outcome``)."""
+
+        vm_id: str
+        key: str
+        outcome: str
+
+        def apply(self, vm: Any) -> None:
+            vm.owed = {k: v for k, v in vm.owed_now().items() if k != self.key}
+
+    def cleanup_failed(self, key: str, error: str) -> None:
+        self.trigger_event(Vm.OrphanCleanupFailed, vm_id=self.vm_id, key=key, error=error)
+
+    class OrphanCleanupFailed(Aggregate.Event):
+        """The cleanup of an owed object failed; it stays owed."""
+
+        vm_id: str
+        key: str
+        error: str

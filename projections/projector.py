@@ -225,6 +225,23 @@ def _recovery_claimed(e: Vm.RecoveryClaimed, rows: Rows, position: int) -> None:
 
 
 @project.register
+def _orphan_owed(e: Vm.OrphanOwed, rows: Rows, position: int) -> None:
+    owed = [k for k in _vm(rows, e.vm_id).get("owed", []) if k != e.owed.key]
+    _put_vm(e.vm_id, rows, position, owed=sorted([*owed, e.owed.key]))
+
+
+@project.register
+def _orphan_settled(e: Vm.OrphanSettled, rows: Rows, position: int) -> None:
+    owed = [k for k in _vm(rows, e.vm_id).get("owed", []) if k != e.key]
+    _put_vm(e.vm_id, rows, position, owed=owed)
+
+
+@project.register
+def _orphan_cleanup_failed(e: Vm.OrphanCleanupFailed, rows: Rows, position: int) -> None:
+    """The object stays owed: the VM's view does not change."""
+
+
+@project.register
 def _operation_ended(e: Vm.OperationEnded, rows: Rows, position: int) -> None:
     _put_vm(
         e.vm_id, rows, position, in_flight=None, operation=None, owner=None, in_flight_since=None

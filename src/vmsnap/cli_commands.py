@@ -9,6 +9,7 @@ Heavy modules are imported only when a command runs (ADR 0015).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import sys
@@ -83,10 +84,36 @@ def with_controller(fn: ControllerHandler, *, store_only: bool = False) -> Handl
 
     @functools.wraps(fn)
     def handler(args: argparse.Namespace) -> int:
+        from vmsnap.domain.exceptions import OperationInterrupted
+
         with open_controller(args, store_only=store_only) as controller:
-            return fn(controller, args)
+            try:
+                return fn(controller, args)
+            except OperationInterrupted as e:
+                return interrupted(controller, args, e)
 
     return handler
+
+
+def interrupted(c: Controller, args: argparse.Namespace, e: Exception) -> int:
+    """
+    An operation stopped after its claim: exit 1 (not 2: events were recorded), with
+    the snapshot as far as the views got, and what to run next.
+    """
+    sid = getattr(e, "snapshot_id", None)
+    view: Any = None
+    with contextlib.suppress(Exception):  # the store may be what failed
+        view = c.snapshot(sid) if sid else None
+    if view is not None:
+        if args.json:
+            render.emit_json(view.to_dict())
+        else:
+            print(render.view_text(view))
+    message = " ".join(str(e).split())
+    if "vmsnap recover" not in message:
+        message += "; run 'vmsnap recover'"
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_FAILED
 
 
 # Printing -----------------------------------------------------------------------------

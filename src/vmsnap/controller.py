@@ -163,6 +163,10 @@ class Controller:
             self._commands.delete_vm_snapshot(snapshot, on_claimed=on_claimed)
         )
 
+    def snapshot(self, snapshot: str) -> SnapshotView:
+        """A VM snapshot or a volume snapshot, whichever has the id."""
+        return self._queries.snapshot(snapshot)
+
     def get_vm_snapshot(self, snapshot: str) -> VmSnapshotView:
         return self._queries.get_vm_snapshot(snapshot)
 

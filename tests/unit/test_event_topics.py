@@ -23,6 +23,9 @@ STABLE_TOPICS = sorted(
             "Vm.CurrentSnapshotChanged",
             "Vm.SnapshotForgotten",
             "Vm.RecoveryClaimed",
+            "Vm.OrphanOwed",
+            "Vm.OrphanSettled",
+            "Vm.OrphanCleanupFailed",
         ],
         "snapshot_base": [
             f"SnapshotAggregate.{e}"

@@ -25,8 +25,17 @@ from vmsnap.domain.exceptions import (
 from vmsnap.domain.ports import Hypervisor, StorageDriver
 from vmsnap.domain.rules import decide_unquiesce
 from vmsnap.domain.snapshot_base import SnapshotAggregate
-from vmsnap.domain.values import DriverGroup, SnapshotRef, VmInfo, VolumeInfo, temporary_name
+from vmsnap.domain.values import (
+    OWED_RELEASE,
+    DriverGroup,
+    Owed,
+    SnapshotRef,
+    VmInfo,
+    VolumeInfo,
+    temporary_name,
+)
 from vmsnap.domain.workflow import QUIESCING
+from vmsnap.flows.ledger import Answered, left_by
 
 T = TypeVar("T")
 THAW_ATTEMPTS = 3
@@ -66,6 +75,7 @@ class Steps:
         self.drivers = drivers
         self.quiesce_deadline_s = quiesce_deadline_s
         self.thaw_by: float | None = None  # monotonic time the frozen VM must be thawed by
+        self.answered: Answered | None = None  # the last call's answer, until it is saved
         self.expired = False
 
     def save(self, *aggregates: object) -> None:
@@ -77,15 +87,22 @@ class Steps:
         try:
             self._store(*aggregates)
         except IntegrityError:
+            left = left_by(self.snap, self.answered) if self.answered else []
             raise OperationTakenOver(
                 f"snapshot {self.snap.id} on VM {self.vm.id}: recovery took the operation "
-                "over (its record changed under it); it stopped before its next call"
+                "over (its record changed under it); it stopped before its next call",
+                str(self.snap.id),
+                owed=left,
             ) from None
         except StoreError as e:
+            left = left_by(self.snap, self.answered) if self.answered else []
             raise StoreFailedMidOperation(
                 f"{e}; snapshot {self.snap.id} on VM {self.vm.id} is left in flight: "
-                "run 'vmsnap recover'"
+                "run 'vmsnap recover'",
+                str(self.snap.id),
+                owed=left,
             ) from None
+        self.answered = None
 
     def call(
         self,
@@ -100,8 +117,11 @@ class Steps:
         for attempt in range(1, attempts + 1):
             try:
                 if self.thaw_by is not None and self.snap.frozen:
-                    return self._within_deadline(target, op, fn)
-                return fn()
+                    answer = self._within_deadline(target, op, fn)
+                else:
+                    answer = fn()
+                self.answered = Answered(target, op, pool_id, answer)
+                return answer
             except Exception as e:  # every failure is recorded, whatever raised it
                 code = e.code if isinstance(e, DriverError) else type(e).__name__
                 error = str(e) or type(e).__name__
@@ -264,7 +284,7 @@ class Steps:
                     self.hv.unquiesce(self.vm, self.snap.ref, thaw=True, release=None)
             raise
 
-    def release_after_failure(self, reason: str) -> None:
+    def release_after_failure(self, reason: str) -> list[Owed]:
         """
         On the failure path of a quiesced flow: thaw a VM that is (or may be) frozen and
         release the quiesce's temporary hypervisor snapshot; record failures and go on.
@@ -277,5 +297,9 @@ class Steps:
         temp = snap.hypervisor_snapshot
         if unanswered and temp is None:
             temp = temporary_name(snap.ref.name)
-        with contextlib.suppress(StepFailed):  # recorded; the caller reports leftovers
+        try:
             self.unquiesce(snap.ref, thaw=maybe_frozen, release=temp, reason=reason)
+        except StepFailed:  # recorded; the caller reports leftovers and owes the release
+            if temp is not None:
+                return [Owed(OWED_RELEASE, self.hv.name, temp, str(snap.id))]
+        return []

@@ -6,7 +6,13 @@ storage strategy, revert, delete, and the compensation of a failed create.
 from __future__ import annotations
 
 from vmsnap.domain.rules import STORAGE_STRATEGY, consistency
-from vmsnap.domain.values import DriverGroup
+from vmsnap.domain.values import (
+    OWED_DRIVER_SNAPSHOT,
+    OWED_HYPERVISOR_SNAPSHOT,
+    DriverGroup,
+    Owed,
+    backend_name,
+)
 from vmsnap.domain.vm import Vm
 from vmsnap.domain.vm_snapshot import VmSnapshot
 from vmsnap.domain.workflow import FAILED, READY, REMOVED, SNAPSHOTTING
@@ -88,20 +94,30 @@ class VmSnapshotFlow:
         """
         steps, snap = self.steps, self.snap
         storage = snap.strategy == STORAGE_STRATEGY
+        owed: list[Owed] = []
         # Thaw before the cleanup calls: the VM must not stay frozen while they run.
         if storage:
-            steps.release_after_failure(thaw_reason)
+            owed += steps.release_after_failure(thaw_reason)
         extra = self._unanswered_group() if interrupted else None
-        self._delete_driver_snapshots(compensation=True, extra=extra)
+        deleted = self._delete_driver_snapshots(compensation=True, extra=extra)
+        if extra is not None and extra.pool_id not in deleted:
+            owed.append(self._owed_group(extra))
         if not storage:
             # An unanswered take_vm_snapshot may have taken it under its fixed name.
             unanswered = interrupted and snap.state == SNAPSHOTTING
-            self._delete_hypervisor_snapshot(
-                compensation=True, name=snap.ref.name if unanswered else None
-            )
+            name = snap.hypervisor_snapshot or (snap.ref.name if unanswered else None)
+            if not self._delete_hypervisor_snapshot(compensation=True, name=name) and name:
+                owed.append(Owed(OWED_HYPERVISOR_SNAPSHOT, steps.hv.name, name, str(snap.id)))
+        owed += [self._owed_group(g) for g in self._taken_groups()]
+        for o in owed:  # the orphan ledger: recover retries these (ADR 0020)
+            self.vm_aggregate.owe(o, f"cleanup of failed snapshot {snap.id} failed")
         leftovers = self._leftovers()
         snap.fail(error + (f"; not cleaned up: {leftovers}" if leftovers else ""))
         self._end(FAILED)
+
+    def _owed_group(self, group: DriverGroup) -> Owed:
+        sid = str(self.snap.id)
+        return Owed(OWED_DRIVER_SNAPSHOT, group.pool_id, backend_name(sid), sid, group.volume_ids)
 
     def _leftovers(self) -> str:
         snap = self.snap
@@ -167,23 +183,32 @@ class VmSnapshotFlow:
 
     def _delete_driver_snapshots(
         self, *, compensation: bool, strict: bool = False, extra: DriverGroup | None = None
-    ) -> None:
+    ) -> set[str]:
+        """Delete the drivers' snapshots; return the pools that answered."""
         snap = self.snap
+        deleted: set[str] = set()
+
+        def record(group: DriverGroup, _: object) -> None:
+            deleted.add(group.pool_id)
+            snap.record_driver_deleted(group, compensation=compensation)
+
         self.steps.call_groups(
             [*self._taken_groups(), *([extra] if extra else [])],
             "delete_vm_snapshot",
             lambda driver, volumes: driver.delete_vm_snapshot(volumes, snap.ref),
-            lambda group, _: snap.record_driver_deleted(group, compensation=compensation),
+            record,
             keep_going=not strict,
         )
+        return deleted
 
     def _delete_hypervisor_snapshot(
         self, *, compensation: bool, strict: bool = False, name: str | None = None
-    ) -> None:
+    ) -> bool:
+        """Delete the hypervisor snapshot, if any; False: its delete failed (recorded)."""
         steps, snap = self.steps, self.snap
         name = snap.hypervisor_snapshot or name
         if name is None:
-            return
+            return True
         try:
             steps.call(
                 steps.hv.name,
@@ -193,6 +218,7 @@ class VmSnapshotFlow:
         except StepFailed:
             if strict:
                 raise
-            return
+            return False
         snap.record_hypervisor_deleted(name, compensation=compensation)
         steps.save(snap)
+        return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vmsnap.domain.ports import StorageDriver
 from vmsnap.domain.rules import consistency
-from vmsnap.domain.values import VolumeInfo
+from vmsnap.domain.values import OWED_VOLUME_SNAPSHOT, Owed, VolumeInfo
 from vmsnap.domain.vm import Vm
 from vmsnap.domain.volume_snapshot import VolumeSnapshot
 from vmsnap.domain.workflow import FAILED, READY, REMOVED, SNAPSHOTTING
@@ -67,14 +67,21 @@ class VolumeSnapshotFlow:
         a call whose answer was never recorded), then fail.
         """
         steps, snap = self.steps, self.snap
-        steps.release_after_failure(thaw_reason)  # thaw first, then clean up
+        owed = steps.release_after_failure(thaw_reason)  # thaw first, then clean up
+        left = [f"hypervisor snapshot {o.name}" for o in owed]
         unanswered = interrupted and snap.state == SNAPSHOTTING
         if snap.taken is not None or unanswered:
             try:
                 self._delete(compensation=True)
             except StepFailed:
-                error += f"; not cleaned up: volume snapshot {snap.ref.name}"
-        snap.fail(error)
+                left.append(f"volume snapshot {snap.ref.name}")
+                sid, volume = str(snap.id), (snap.volume_id,)
+                owed.append(Owed(OWED_VOLUME_SNAPSHOT, snap.pool_id, snap.ref.name, sid, volume))
+        if snap.frozen:
+            left.append("the VM is still frozen")
+        for o in owed:  # the orphan ledger: recover retries these (ADR 0020)
+            self.vm_aggregate.owe(o, f"cleanup of failed snapshot {snap.id} failed")
+        snap.fail(error + (f"; not cleaned up: {'; '.join(left)}" if left else ""))
         self._end(FAILED)
 
     def _delete(self, *, compensation: bool) -> None:

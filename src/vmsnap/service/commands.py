@@ -85,7 +85,7 @@ class Commands:
         vm_aggregate.observe_volumes(vm.volumes)
         vm_aggregate.start(CREATE, str(snap.id), rt.owner, name, vm_aggregate.current)
         rt.claim(vm_aggregate, snap, on_claimed=on_claimed)
-        with rt.operation(str(snap.id)):
+        with rt.operation(str(snap.id), vm.id):
             self._record_pools(caps)
             VmSnapshotFlow(rt.steps(snap, vm), vm_aggregate).create()
         return str(snap.id)
@@ -94,7 +94,7 @@ class Commands:
         snap, vm, vm_aggregate = self._prepare(snapshot, START_REVERT, REVERT)
         snap.start_revert()
         self.rt.claim(vm_aggregate, snap, on_claimed=on_claimed)
-        with self.rt.operation(str(snap.id)):
+        with self.rt.operation(str(snap.id), vm.id):
             VmSnapshotFlow(self.rt.steps(snap, vm), vm_aggregate).revert()
         return str(snap.id)
 
@@ -102,7 +102,7 @@ class Commands:
         snap, vm, vm_aggregate = self._prepare(snapshot, START_DELETE, DELETE)
         snap.start_delete()
         self.rt.claim(vm_aggregate, snap, on_claimed=on_claimed)
-        with self.rt.operation(str(snap.id)):
+        with self.rt.operation(str(snap.id), vm.id):
             VmSnapshotFlow(self.rt.steps(snap, vm), vm_aggregate).delete()
         return str(snap.id)
 
@@ -140,7 +140,7 @@ class Commands:
         vm_aggregate.observe_volumes(vm.volumes)
         vm_aggregate.start(VOLUME_SNAPSHOT, str(snap.id), rt.owner)
         rt.claim(vm_aggregate, snap, on_claimed=on_claimed)
-        with rt.operation(str(snap.id)):
+        with rt.operation(str(snap.id), vm.id):
             self._record_pools({volume.pool_id: caps})
             VolumeSnapshotFlow(rt.steps(snap, vm), vm_aggregate, driver, volume).create()
         return str(snap.id)
@@ -157,7 +157,7 @@ class Commands:
         vm_aggregate.start(VOLUME_SNAPSHOT_DELETE, snapshot, rt.owner)
         snap.start_delete()
         rt.claim(vm_aggregate, snap)
-        with rt.operation(str(snap.id)):
+        with rt.operation(str(snap.id), vm.id):
             VolumeSnapshotFlow(rt.steps(snap, vm), vm_aggregate, driver, volume).delete()
         return str(snap.id)
 

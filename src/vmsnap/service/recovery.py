@@ -24,13 +24,14 @@ from eventsourcing.persistence import IntegrityError
 
 from vmsnap.domain.exceptions import OperationTakenOver, VmsnapError
 from vmsnap.domain.snapshot_base import SnapshotAggregate
-from vmsnap.domain.vm import THAW, Vm
+from vmsnap.domain.vm import SETTLE, THAW, Vm
 from vmsnap.domain.vm_snapshot import VmSnapshot
 from vmsnap.domain.volume_snapshot import VolumeSnapshot
 from vmsnap.domain.workflow import EXPUNGING, REVERTING
 from vmsnap.flows import StepFailed, Steps, VmSnapshotFlow, VolumeSnapshotFlow
 from vmsnap.flows.steps import RECOVERY
 from vmsnap.projections.projector import VMS
+from vmsnap.service import ledger
 from vmsnap.service.runtime import OPEN_OWNERS, Runtime, start_time
 
 
@@ -63,16 +64,21 @@ class Recovery:
         candidates = [
             (d["vm_id"], d.get("in_flight"))
             for d in self.rt.views_current().select(VMS, {})
-            if d.get("in_flight") is not None or (d.get("frozen") and d.get("frozen_by"))
+            if d.get("in_flight") is not None
+            or (d.get("frozen") and d.get("frozen_by"))
+            or d.get("owed")
         ]
         for vm_id, in_flight in candidates:
             try:
                 sid = self._recover(vm_id)
+                _, problem = ledger.settle(self.rt, vm_id)
             except (VmsnapError, LookupError) as e:  # KeyError: a part gone mid-flow
                 outcome.unrecovered.append(Unrecovered(vm_id, in_flight, _why(e)))
                 continue
             if sid is not None:
                 outcome.done.append(sid)
+            if problem is not None:
+                outcome.unrecovered.append(Unrecovered(vm_id, None, f"still owed: {problem}"))
         return outcome
 
     def _recover(self, vm_id: str) -> str | None:
@@ -83,6 +89,9 @@ class Recovery:
             frozen_by = self._frozen_by(vm_id)
             return None if frozen_by is None else self._thaw_again(record, frozen_by)
         if self._owner_alive(record, sid):
+            return None
+        if record.operation == SETTLE:
+            self._take_over_settle(record)
             return None
         agg = self._load(sid)
         self.rt.check_parts(agg)  # config drift: reported before anything is claimed
@@ -101,6 +110,15 @@ class Recovery:
         finally:
             self.rt.done(sid)
         return sid
+
+    def _take_over_settle(self, record: Vm) -> None:
+        """A cleanup of owed objects that stopped: end its claim; the settle runs again."""
+        sid = record.in_flight
+        assert sid is not None
+        record.take_over(self.rt.owner)
+        record.end(sid, "settle interrupted")
+        with contextlib.suppress(IntegrityError):
+            self.rt.wiring.log.save(record)
 
     def _frozen_by(self, vm_id: str) -> str | None:
         doc = self.rt.views_current().get(VMS, vm_id)

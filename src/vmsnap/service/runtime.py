@@ -23,6 +23,7 @@ from vmsnap.config import Config
 from vmsnap.domain.exceptions import (
     NotFound,
     OperationInProgress,
+    OperationTakenOver,
     StoreError,
     StoreFailedMidOperation,
 )
@@ -34,6 +35,7 @@ from vmsnap.domain.vm_snapshot import VmSnapshot
 from vmsnap.domain.vm_snapshot import snapshot_id as parse_id
 from vmsnap.domain.volume_snapshot import VolumeSnapshot
 from vmsnap.flows import Steps
+from vmsnap.service import ledger
 
 A = TypeVar("A", bound=Aggregate)
 Claimed = Callable[[str], None]
@@ -157,16 +159,27 @@ class Runtime:
                 on_claimed(vm.in_flight)
 
     @contextlib.contextmanager
-    def operation(self, sid: str) -> Iterator[None]:
+    def operation(self, sid: str, vm_id: str) -> Iterator[None]:
         """
         Run the claimed operation ``sid``: a store failure from here on is not a refusal
         (events are recorded): it leaves the operation in flight for ``vmsnap recover``.
+        An operation that recovery took over records in the orphan ledger what its last
+        call may have left, and cleans it up at once if it can claim the VM.
         """
         try:
             yield
+        except OperationTakenOver as e:
+            with contextlib.suppress(Exception):  # recover finds what was not recorded
+                ledger.record_owed(self, vm_id, e.owed, f"answer of a taken-over {sid}")
+                ledger.settle(self, vm_id)
+            raise
+        except StoreFailedMidOperation as e:
+            with contextlib.suppress(Exception):  # the store may still be down
+                ledger.record_owed(self, vm_id, e.owed, f"answer not recorded for {sid}")
+            raise
         except StoreError as e:
             raise StoreFailedMidOperation(
-                f"{e}; snapshot {sid} is left in flight: run 'vmsnap recover'"
+                f"{e}; snapshot {sid} is left in flight: run 'vmsnap recover'", sid
             ) from None
         finally:
             self.done(sid)

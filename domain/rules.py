@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
@@ -134,11 +135,20 @@ def default_name(vm_id: str, now: datetime) -> str:
 
 def check_text(field: str, value: str | None) -> None:
     """
-    Refuse names and descriptions longer than 255 characters (or a blank name).
+    Refuse names and descriptions longer than 255 characters (or a blank name), and
+    those holding control characters (CR, ESC, newline, ...) or bytes that were not UTF-8
+    (decoded from the command line as lone surrogates).
     """
     if value is None:
         return
-    if len(value) > MAX_TEXT:
-        raise InvalidRequest(f"{field} is {len(value)} characters long; at most {MAX_TEXT}")
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{field} must be a string, not {type(value).__name__}")
     if field == "name" and not value.strip():
         raise InvalidRequest("name must not be blank")
+    bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")), None)
+    if bad is not None and unicodedata.category(bad) == "Cs":
+        raise InvalidRequest(f"{field} is not valid UTF-8")
+    if bad is not None:
+        raise InvalidRequest(f"{field} contains the control character U+{ord(bad):04X}")
+    if len(value) > MAX_TEXT:
+        raise InvalidRequest(f"{field} is {len(value)} characters long; at most {MAX_TEXT}")

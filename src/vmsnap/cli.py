@@ -8,10 +8,14 @@ command runs (ADR 0015).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from vmsnap import cli_commands as handlers
 from vmsnap.cli_commands import (
@@ -255,7 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vmsnap.domain.exceptions import InvalidRequest, OperationInProgress, VmsnapError
 
     try:
-        return handler(args)
+        with _interrupted_by_signals():
+            return handler(args)
     except OperationInProgress as e:
         return _fail(str(e), EXIT_CONFLICT)
     except (InvalidRequest, Refused) as e:  # NotFound, ConfigError, StoreError among them
@@ -274,6 +279,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             "'vmsnap recover'; set VMSNAP_DEBUG=1 for the trace)",
             EXIT_FAILED,
         )
+
+
+@contextlib.contextmanager
+def _interrupted_by_signals() -> Iterator[None]:
+    """
+    SIGTERM and SIGHUP interrupt a command as Ctrl-C does: the operation's flow thaws a
+    frozen guest (recorded) before the process exits 130 (``serve`` has its own stop).
+    """
+
+    def interrupt(sig: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(sig).name)
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, interrupt)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _fail(message: str, code: int) -> int:

@@ -30,6 +30,17 @@ EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_CONFLICT = 0, 1, 2, 3
 # which the quick list read avoids (ADR 0015). tests/unit/test_cli_dispatch.py checks
 # that the two agree.
 QUICK_REMOVED = "removed"
+QUICK_STATES = (
+    "allocated",
+    "quiescing",
+    "snapshotting",
+    "unquiescing",
+    "ready",
+    "reverting",
+    "expunging",
+    "removed",
+    "failed",
+)
 
 Handler = Callable[[argparse.Namespace], int]
 ControllerHandler = Callable[["Controller", argparse.Namespace], int]
@@ -232,7 +243,11 @@ def _current_vm_snapshots(args: argparse.Namespace) -> list[VmSnapshotView] | No
     """
     from vmsnap.adapters.view_reader import current_vm_snapshots, sqlite_path
 
+    if args.state is not None and args.state not in QUICK_STATES:
+        raise Refused(f"no such state: {args.state!r} (one of {', '.join(QUICK_STATES)})")
     config, url = load_config(args), store_url(args)
+    if args.vm is not None and args.vm not in {vm.id for vm in config.vms}:
+        return None  # the Controller knows VMs gone from the config, or refuses the id
     path = sqlite_path(url, Path.cwd()) if url else sqlite_path(config.store_url, config.folder)
     where = {k: v for k, v in (("vm_id", args.vm), ("state", args.state)) if v is not None}
     exclude = None if args.all or args.state == QUICK_REMOVED else QUICK_REMOVED

@@ -15,6 +15,7 @@ from vmsnap.adapters.store import EventLog
 from vmsnap.audit import Point
 from vmsnap.bootstrap import Wiring, wire
 from vmsnap.config import Config
+from vmsnap.domain.exceptions import InvalidRequest
 from vmsnap.service.auditing import Auditing
 from vmsnap.service.commands import Commands
 from vmsnap.service.queries import Queries, SnapshotView
@@ -131,6 +132,8 @@ class Controller:
             InvalidRequest: refused before anything was recorded.
             OperationInProgress: another operation on the VM is in flight.
         """
+        _args(vm_id=(vm_id, str), name=(name, str, None), description=(description, str, None))
+        _flags(memory=memory, quiesce=quiesce)
         sid = self._commands.create_vm_snapshot(
             vm_id,
             name=name,
@@ -148,6 +151,7 @@ class Controller:
         Revert the VM to a ``ready`` snapshot. A failed revert returns the snapshot to
         ``ready`` with ``error`` set.
         """
+        _args(snapshot=(snapshot, str))
         return self.get_vm_snapshot(
             self._commands.revert_vm_snapshot(snapshot, on_claimed=on_claimed)
         )
@@ -159,6 +163,7 @@ class Controller:
         Delete a ``ready`` or ``failed`` snapshot; a failed delete ends ``failed`` and may
         be retried.
         """
+        _args(snapshot=(snapshot, str))
         return self.get_vm_snapshot(
             self._commands.delete_vm_snapshot(snapshot, on_claimed=on_claimed)
         )
@@ -173,6 +178,8 @@ class Controller:
     def list_vm_snapshots(
         self, vm_id: str | None = None, state: str | None = None, *, include_removed: bool = False
     ) -> list[VmSnapshotView]:
+        _args(vm_id=(vm_id, str, None), state=(state, str, None))
+        _flags(include_removed=include_removed)
         return self._queries.list_vm_snapshots(
             vm_id=vm_id, state=state, include_removed=include_removed
         )
@@ -186,18 +193,22 @@ class Controller:
         Snapshot one volume; ``quiesce`` only where its pool advertises
         VOLUME_SNAPSHOT_QUIESCEVM.
         """
+        _args(volume_id=(volume_id, str))
+        _flags(quiesce=quiesce)
         sid = self._commands.create_volume_snapshot(
             volume_id, quiesce=quiesce, on_claimed=on_claimed
         )
         return self.get_volume_snapshot(sid)
 
     def delete_volume_snapshot(self, snapshot: str) -> VolumeSnapshotView:
+        _args(snapshot=(snapshot, str))
         return self.get_volume_snapshot(self._commands.delete_volume_snapshot(snapshot))
 
     def get_volume_snapshot(self, snapshot: str) -> VolumeSnapshotView:
         return self._queries.get_volume_snapshot(snapshot)
 
     def list_volume_snapshots(self, volume_id: str | None = None) -> list[VolumeSnapshotView]:
+        _args(volume_id=(volume_id, str, None))
         return self._queries.list_volume_snapshots(volume_id=volume_id)
 
     # Pools, volumes and VMs ---------------------------------------------------------
@@ -209,6 +220,7 @@ class Controller:
         return self._queries.list_pools()
 
     def list_volumes(self, vm_id: str | None = None) -> list[VolumeView]:
+        _args(vm_id=(vm_id, str, None))
         return self._queries.list_volumes(vm_id=vm_id)
 
     def list_vms(self, *, frozen: bool = False) -> list[VmView]:
@@ -284,3 +296,25 @@ class Controller:
             InvalidRequest: ``at`` is neither a position nor a timestamp.
         """
         return self._auditing.state(snapshot_id, at)
+
+
+def _args(**checked: tuple[object, ...]) -> None:
+    """
+    Check each argument's type at the API boundary: ``name=(value, type, ...)``, None
+    among the types when the argument may be None.
+
+    Raises:
+        InvalidRequest: an argument has another type (nothing is recorded).
+    """
+    for name, (value, *types) in checked.items():
+        if value is None and None in types:
+            continue
+        if not any(isinstance(t, type) and isinstance(value, t) for t in types):
+            raise InvalidRequest(f"{name} must be a string, not {type(value).__name__}")
+
+
+def _flags(**flags: object) -> None:
+    """Booleans must be booleans: ``quiesce="false"`` is refused, not taken as true."""
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise InvalidRequest(f"{name} must be True or False, not {value!r}")

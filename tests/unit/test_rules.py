@@ -244,7 +244,13 @@ def test_default_name_matches_cloudstack_for_a_known_time() -> None:
     assert name == "vm-1_VS_20240307090502"
 
 
-@given(st.sampled_from(["name", "description"]), st.text(min_size=1, max_size=MAX_TEXT))
+PRINTABLE = st.characters(exclude_categories=["Cc", "Cs", "Zl", "Zp"])
+
+
+@given(
+    st.sampled_from(["name", "description"]),
+    st.text(PRINTABLE, min_size=1, max_size=MAX_TEXT),
+)
 def test_texts_up_to_255_characters_are_accepted(field: str, value: str) -> None:
     if field == "name" and not value.strip():
         value = "x" + value[1:]
@@ -280,3 +286,22 @@ def test_no_name_or_description_is_accepted() -> None:
 def test_a_quiesced_snapshot_is_filesystem_consistent_and_an_unquiesced_one_crash() -> None:
     assert consistency(True) == "filesystem"
     assert consistency(False) == "crash"
+
+
+@pytest.mark.parametrize("bad", ["\r", "\x1b[31m", "line\nbreak", "\x00", "\u2028"])
+@pytest.mark.parametrize("field", ["name", "description"])
+def test_names_and_descriptions_with_control_characters_are_refused(field: str, bad: str) -> None:
+    with pytest.raises(InvalidRequest, match="control character"):
+        check_text(field, f"ok{bad}")
+
+
+def test_a_name_that_was_not_utf_8_on_the_command_line_is_refused() -> None:
+    undecodable = b"caf\xe9".decode("utf-8", "surrogateescape")  # how argv arrives
+
+    with pytest.raises(InvalidRequest, match="not valid UTF-8"):
+        check_text("name", undecodable)
+
+
+def test_a_name_that_is_not_a_string_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match="must be a string"):
+        check_text("description", ["a"])  # type: ignore[arg-type]

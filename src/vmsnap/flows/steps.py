@@ -41,12 +41,13 @@ T = TypeVar("T")
 THAW_ATTEMPTS = 3
 
 # Why a thaw or release happened (``Unquiesced.reason``).
-RULE, MANDATORY, FAILURE, RECOVERY, DEADLINE = (
+RULE, MANDATORY, FAILURE, RECOVERY, DEADLINE, INTERRUPTED = (
     "rule",
     "mandatory",
     "failure",
     "recovery",
     "deadline",
+    "interrupted",
 )
 
 
@@ -255,7 +256,8 @@ class Steps:
                 attempts=attempts,
             )
         except StepFailed:
-            self.thaw_by = deadline
+            # Past the deadline the cleanup is not cut short again (one DeadlineExceeded).
+            self.thaw_by = None if self.expired else deadline
             if thaw and self.snap.frozen:
                 self.snap.record_alert(
                     "vm-frozen",
@@ -278,6 +280,14 @@ class Steps:
             yield
         except (StepFailed, OperationTakenOver):
             raise  # a taken-over operation calls nothing more: recovery owns the VM now
+        except KeyboardInterrupt:
+            # Ctrl-C, SIGTERM or SIGHUP (the CLI raises it): thaw, recorded, before the
+            # process exits; the operation stays in flight and recover() compensates it.
+            if self.snap.frozen or self.snap.state == QUIESCING:
+                with contextlib.suppress(Exception):
+                    self.thaw_by = None
+                    self.unquiesce(self.snap.ref, thaw=True, release=None, reason=INTERRUPTED)
+            raise
         except Exception:
             if self.snap.frozen or self.snap.state == QUIESCING:
                 with contextlib.suppress(Exception):

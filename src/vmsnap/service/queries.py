@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from vmsnap.domain.exceptions import NotFound
+from vmsnap.adapters.view_store import ViewStore
+from vmsnap.domain.exceptions import InvalidRequest, NotFound
 from vmsnap.domain.vm_snapshot import snapshot_id as parse_id
-from vmsnap.domain.workflow import REMOVED
+from vmsnap.domain.workflow import REMOVED, VM_SNAPSHOT_STATES
 from vmsnap.projections.projector import VM_SNAPSHOTS, VMS, VOLUME_SNAPSHOTS
 from vmsnap.service.runtime import Runtime
 from vmsnap.views import (
@@ -34,10 +35,25 @@ class Queries:
     def list_vm_snapshots(
         self, *, vm_id: str | None, state: str | None, include_removed: bool
     ) -> list[VmSnapshotView]:
+        views = self.rt.views_current()
+        self._check_filters(views, vm_id=vm_id, state=state)
         where = {k: v for k, v in (("vm_id", vm_id), ("state", state)) if v is not None}
         exclude = None if include_removed or state == REMOVED else REMOVED
-        docs = self.rt.views_current().select(VM_SNAPSHOTS, where, exclude)
+        docs = views.select(VM_SNAPSHOTS, where, exclude)
         return [vm_snapshot_view(d) for d in docs]
+
+    def _check_filters(self, views: ViewStore, *, vm_id: str | None, state: str | None) -> None:
+        """
+        An unknown state or VM in a list filter is refused, not answered with an empty
+        list; a VM gone from the config is known while the views still list it.
+        """
+        if state is not None and state not in VM_SNAPSHOT_STATES:
+            raise InvalidRequest(
+                f"no such state: {state!r} (one of {', '.join(VM_SNAPSHOT_STATES)})"
+            )
+        configured = vm_id is None or self.rt.wiring.inventory.vm(vm_id) is not None
+        if not configured and views.get(VMS, str(vm_id)) is None:
+            raise NotFound(f"no such VM: {vm_id}")
 
     def get_volume_snapshot(self, snapshot: str) -> VolumeSnapshotView:
         doc = self.rt.views_current().get(VOLUME_SNAPSHOTS, str(parse_id(snapshot)))
@@ -46,8 +62,12 @@ class Queries:
         return VolumeSnapshotView(**doc)
 
     def list_volume_snapshots(self, *, volume_id: str | None) -> list[VolumeSnapshotView]:
+        views = self.rt.views_current()
+        known = volume_id is None or self.rt.wiring.inventory.volume(volume_id) is not None
+        if not known and not views.select(VOLUME_SNAPSHOTS, {"volume_id": volume_id}):
+            raise NotFound(f"no such volume: {volume_id}")
         where = {} if volume_id is None else {"volume_id": volume_id}
-        docs = self.rt.views_current().select(VOLUME_SNAPSHOTS, where)
+        docs = views.select(VOLUME_SNAPSHOTS, where)
         return [VolumeSnapshotView(**d) for d in docs]
 
     def snapshot(self, snapshot: str) -> SnapshotView:

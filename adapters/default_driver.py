@@ -60,6 +60,13 @@ class DefaultStorageDriver(StorageDriver):
         """
         return True
 
+    def held_snapshots(self, volume: VolumeInfo) -> list[str] | None:
+        """
+        What the hypervisor holds for the volume: the default pool holds nothing itself.
+        """
+        hypervisor, vm = self._hypervisor_for(volume)
+        return hypervisor.held_volume_snapshots(vm, volume)
+
     def take_snapshot(self, volume: VolumeInfo, name: str) -> str:
         """
         Snapshot the volume through the hypervisor of its VM.

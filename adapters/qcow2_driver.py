@@ -100,6 +100,9 @@ class Qcow2Driver(StorageDriver):
         """
         return _snapshot_names(self._info(volume_id, self.volume_path(volume_id)))
 
+    def held_snapshots(self, volume: VolumeInfo) -> list[str] | None:
+        return self.list_snapshots(volume.id)  # qemu-img snapshot -l, through qemu-img info
+
     def take_vm_snapshot(self, volumes: Sequence[VolumeInfo], snapshot: SnapshotRef) -> bool:
         """
         Snapshot every volume as ``snapshot.name``; on a failure, delete the snapshots this

@@ -157,6 +157,12 @@ class SimulatorHypervisor(Hypervisor):
 
         self._call("delete_vm_snapshot", vm, apply)
 
+    def held_snapshots(self, vm: VmInfo) -> list[str] | None:
+        return self.world.hypervisor_snapshots(vm.id)
+
+    def held_volume_snapshots(self, vm: VmInfo, volume: VolumeInfo) -> list[str] | None:
+        return self.world.volume_snapshots(volume.id)
+
     def take_volume_snapshot(self, vm: VmInfo, volume: VolumeInfo, name: str) -> str:
         def apply(conn: sqlite3.Connection) -> str:
             add_volume(conn, volume)
@@ -264,6 +270,9 @@ class SimulatorStorage(StorageDriver):
             return True
 
         return self._call("delete_vm_snapshot", snapshot.vm_id, volumes, apply)
+
+    def held_snapshots(self, volume: VolumeInfo) -> list[str] | None:
+        return self.world.volume_snapshots(volume.id)
 
     def take_snapshot(self, volume: VolumeInfo, name: str) -> str:
         def apply(conn: sqlite3.Connection) -> str:

@@ -117,6 +117,19 @@ class Hypervisor(ABC):
         Delete the hypervisor snapshot ``name``; deleting one that is gone succeeds.
         """
 
+    def held_snapshots(self, vm: VmInfo) -> list[str] | None:
+        """
+        The names of the snapshots of ``vm`` this hypervisor holds (for ``reconcile``);
+        None when it cannot list them.
+        """
+        return None
+
+    def held_volume_snapshots(self, vm: VmInfo, volume: VolumeInfo) -> list[str] | None:
+        """
+        The names of the volume snapshots of ``volume`` it holds; None: cannot list them.
+        """
+        return None
+
     @abstractmethod
     def take_volume_snapshot(self, vm: VmInfo, volume: VolumeInfo, name: str) -> str:
         """
@@ -164,6 +177,13 @@ class StorageDriver(ABC):
         """
         Delete the snapshot of ``volumes``; deleting one that is gone succeeds.
         """
+
+    def held_snapshots(self, volume: VolumeInfo) -> list[str] | None:
+        """
+        The names of the snapshots of ``volume`` this pool holds (for ``reconcile``);
+        None when it cannot list them.
+        """
+        return None
 
     @abstractmethod
     def take_snapshot(self, volume: VolumeInfo, name: str) -> str:

@@ -187,6 +187,15 @@ def _vm_commands(commands: _Commands) -> None:
         "finish or compensate operations left in flight by a crashed controller",
         _controlled(handlers.recover),
     )
+    p = commands.command(
+        "reconcile",
+        "what backends hold under vmsnap's names against what the log owns (exit 1: a "
+        "difference is left)",
+        _controlled(handlers.reconcile),
+    )
+    p.add_argument(
+        "--clean", action="store_true", help="remove what is owed or orphaned, recording each"
+    )
 
 
 def _audit_commands(commands: _Commands) -> None:

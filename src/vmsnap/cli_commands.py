@@ -322,6 +322,17 @@ def recover(c: Controller, args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.unrecovered else EXIT_OK
 
 
+def reconcile(c: Controller, args: argparse.Namespace) -> int:
+    report = c.reconcile(clean=args.clean)
+    if args.json:
+        render.emit_json(report.to_dict())
+    else:
+        print(render.reconcile_text(report.to_dict()))
+    for problem in report.problems:
+        print(f"error: {' '.join(problem.split())}", file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
 # The audit ------------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from vmsnap.domain.exceptions import InvalidRequest
 from vmsnap.service.auditing import Auditing
 from vmsnap.service.commands import Commands
 from vmsnap.service.queries import Queries, SnapshotView
+from vmsnap.service.reconciling import ReconcileReport, Reconciling
 from vmsnap.service.recovery import Recovery, pid_alive
 from vmsnap.service.runtime import Claimed, Runtime
 from vmsnap.views import (
@@ -60,6 +61,7 @@ class Controller:
         self._queries = Queries(self._runtime)
         self._recovery = Recovery(self._runtime)
         self._auditing = Auditing(self._runtime)
+        self._reconciling = Reconciling(self._runtime)
         if recover:
             self.recover()
 
@@ -259,6 +261,16 @@ class Controller:
                 UnrecoveredVm(u.vm_id, u.snapshot_id, u.reason) for u in outcome.unrecovered
             ),
         )
+
+    def reconcile(self, *, clean: bool = False) -> ReconcileReport:
+        """
+        Compare what the backends hold under vmsnap's names with what the log owns:
+        what the orphan ledger owes, and orphans nothing records. ``clean``: record and
+        remove each of them (under a claim of its VM), then compare again. ``ok``: nothing
+        is owed or orphaned.
+        """
+        _flags(clean=clean)
+        return self._reconciling.reconcile(clean=clean)
 
     def audit_timeline(
         self, snapshot_id: str | None = None, vm_id: str | None = None

@@ -123,6 +123,21 @@ def recover_text(done: Sequence[SnapshotView]) -> str:
     return "\n".join(lines)
 
 
+def reconcile_text(report: dict[str, Any]) -> str:
+    """What is owed, orphaned, cleaned, and what could not be listed."""
+    lines = []
+    for label in ("owed", "orphans", "cleaned"):
+        items = report[label]
+        lines.append(f"{label}: {len(items)}")
+        lines += [
+            f"  {i['vm_id']}  {i['kind']}  {i['target']}  {i['name']}"
+            + (f"  on {', '.join(i['volume_ids'])}" if i["volume_ids"] else "")
+            for i in items
+        ]
+    lines += [f"not listed: {u}" for u in report["unlisted"]]
+    return "\n".join(lines)
+
+
 def timeline_text(events: Sequence[EventView]) -> str:
     """One line per event: position, time, time since the previous event, type, data."""
     from datetime import datetime

@@ -135,6 +135,8 @@ def test_a_controller_that_dies_at_any_call_is_recovered_cleanly(
             report = restarted.audit_verify()
             assert report.ok, (where, report.problems)
             assert restarted.recover() == [], "a second recover found work to do"
+            reconciled = restarted.reconcile()
+            assert reconciled.ok, (where, reconciled.to_dict())
     assert crashes >= 1
 
 

@@ -222,6 +222,12 @@ def test_a_failing_call_ends_in_the_documented_state_without_frozen_vm_or_orphan
         assert not any(t.endswith("AlertRaised") for t in event_types(rig.healthy, snap.id))
     report = rig.healthy.audit_verify()
     assert report.ok, report.problems
+    # What a failed cleanup left is owed (invariant 10): a healthy recover removes it,
+    # and then no backend holds anything under vmsnap's names that the log does not own.
+    assert rig.healthy.recover_report().unrecovered == ()
+    reconciled = rig.healthy.reconcile()
+    assert reconciled.ok, reconciled.to_dict()
+    assert rig.healthy.audit_verify().ok
 
 
 def test_a_failed_compensating_delete_leaves_exactly_that_snapshot_and_says_so(
@@ -251,6 +257,14 @@ def test_a_failed_compensating_delete_leaves_exactly_that_snapshot_and_says_so(
         assert leftovers(world, "vm-esx", snap.id) == {f"e-data:vmsnap-{snap.id}"}
         assert not world.is_frozen("vm-esx")
         assert healthy.audit_verify().ok
+        # What was left is owed: reconcile says so until a recover (or --clean) removes it.
+        owed = healthy.reconcile()
+        assert [(f.owed.kind, f.owed.target) for f in owed.owed] == [
+            ("driver-vm-snapshot", "netapp-1")
+        ]
+        assert not owed.ok
         # The failed snapshot can be deleted later by a healthy controller: nothing is left.
         assert healthy.delete_vm_snapshot(snap.id).state == "removed"
         assert leftovers(world, "vm-esx", snap.id) == set()
+        assert healthy.reconcile(clean=True).ok
+        assert healthy.reconcile().ok

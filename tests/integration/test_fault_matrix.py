@@ -222,12 +222,16 @@ def test_a_failing_call_ends_in_the_documented_state_without_frozen_vm_or_orphan
         assert not any(t.endswith("AlertRaised") for t in event_types(rig.healthy, snap.id))
     report = rig.healthy.audit_verify()
     assert report.ok, report.problems
+    _nothing_left_after_recover(rig.healthy)
+
+
+def _nothing_left_after_recover(healthy: Controller) -> None:
     # What a failed cleanup left is owed (invariant 10): a healthy recover removes it,
     # and then no backend holds anything under vmsnap's names that the log does not own.
-    assert rig.healthy.recover_report().unrecovered == ()
-    reconciled = rig.healthy.reconcile()
+    assert healthy.recover_report().unrecovered == ()
+    reconciled = healthy.reconcile()
     assert reconciled.ok, reconciled.to_dict()
-    assert rig.healthy.audit_verify().ok
+    assert healthy.audit_verify().ok
 
 
 def test_a_failed_compensating_delete_leaves_exactly_that_snapshot_and_says_so(

@@ -349,6 +349,8 @@ class FencingMachine(RuleBasedStateMachine):
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
+# Each step runs real controllers and threads: no shrinking (it takes minutes here); a
+# failure prints its whole program of steps, which replays as it is.
 FencingMachine.TestCase.settings = settings(
     max_examples=25,
     stateful_step_count=8,

@@ -15,7 +15,8 @@ from vmsnap.domain.vm import SETTLE
 from vmsnap.flows.ledger import clean_up
 
 if TYPE_CHECKING:
-    from vmsnap.domain.values import Owed
+    from vmsnap.domain.values import Owed, VmInfo
+    from vmsnap.domain.vm import Vm
     from vmsnap.service.runtime import Runtime
 
 RACE_RETRIES = 5
@@ -57,21 +58,29 @@ def settle(rt: Runtime, vm_id: str) -> tuple[bool, str | None]:
     except IntegrityError:
         return False, None  # another controller claimed the VM first
     rt.running.add(first.snapshot_id)
-    problem: str | None = None
     try:
-        for key, o in sorted(owed.items()):
-            try:
-                hypervisor = rt.wiring.hypervisor_of(vm)
-                answer = clean_up(o, vm, hypervisor, rt.wiring.drivers)
-            except Exception as e:  # every failure is recorded; the object stays owed
-                error = f"{type(e).__name__}: {e}" if isinstance(e, KeyError) else str(e)
-                record.cleanup_failed(key, error or type(e).__name__)
-                problem = problem or f"{o.kind} {o.name} on {o.target}: {error}"
-            else:
-                record.settle(key, answer)
-            rt.wiring.log.save(record)
-    finally:
+        problem = _clean_up_all(rt, record, vm, owed)
         record.end(first.snapshot_id, "settled" if problem is None else "still owed")
         rt.wiring.log.save(record)
+    except IntegrityError:
+        return True, None  # judged stopped and taken over meanwhile: the other one goes on
+    finally:
         rt.done(first.snapshot_id)
     return True, problem
+
+
+def _clean_up_all(rt: Runtime, record: Vm, vm: VmInfo, owed: dict[str, Owed]) -> str | None:
+    """Clean up each owed object, recording each answer; the first failure, or None."""
+    problem: str | None = None
+    for key, o in sorted(owed.items()):
+        try:
+            hypervisor = rt.wiring.hypervisor_of(vm)
+            answer = clean_up(o, vm, hypervisor, rt.wiring.drivers)
+        except Exception as e:  # every failure is recorded; the object stays owed
+            error = f"{type(e).__name__}: {e}" if isinstance(e, KeyError) else str(e)
+            record.cleanup_failed(key, error or type(e).__name__)
+            problem = problem or f"{o.kind} {o.name} on {o.target}: {error}"
+        else:
+            record.settle(key, answer)
+        rt.wiring.log.save(record)
+    return problem

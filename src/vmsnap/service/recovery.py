@@ -72,7 +72,7 @@ class Recovery:
             try:
                 sid = self._recover(vm_id)
                 _, problem = ledger.settle(self.rt, vm_id)
-            except (VmsnapError, LookupError) as e:  # KeyError: a part gone mid-flow
+            except Exception as e:  # one VM that cannot be finished never stops the others
                 outcome.unrecovered.append(Unrecovered(vm_id, in_flight, _why(e)))
                 continue
             if sid is not None:
@@ -223,7 +223,9 @@ class Recovery:
 def _why(e: BaseException) -> str:
     if isinstance(e, KeyError):
         return f"{e.args[0]} is not in the config"
-    return str(e) or type(e).__name__
+    if isinstance(e, VmsnapError):
+        return str(e) or type(e).__name__
+    return f"{type(e).__name__}: {e}"
 
 
 def pid_alive(pid: str) -> bool:

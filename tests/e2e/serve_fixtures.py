@@ -19,8 +19,8 @@ from cs import CloudStack, CloudStackApiException
 from tests.e2e.conftest import TIMEOUT_S, e2e_config, start
 from tests.support import WAIT_S, write_config
 
-KEY, SECRET = "AK-admin", "s3cret-admin"
-FILE_KEY, FILE_SECRET = "AK-ops", "s3cret-ops"
+KEY, SECRET = "AK-admin", "s3cret-admin-0123456789"
+FILE_KEY, FILE_SECRET = "AK-ops", "s3cret-ops-0123456789"
 SECRET_ENV = "CS_TEST_ADMIN_SECRET"
 API_KEYS = (
     ("[[api.keys]]", {"user": "admin", "api_key": KEY, "secret_env": SECRET_ENV}),
@@ -45,6 +45,7 @@ class Server:
         self.folder = folder
         self.config = write_config(folder, e2e_config(**config).with_tables(*API_KEYS))
         (folder / "ops.secret").write_text(FILE_SECRET + "\n", encoding="utf-8")
+        (folder / "ops.secret").chmod(0o600)
         self.port = free_port()
         self.proc: subprocess.Popen[str] | None = None
         self.stderr = ""

@@ -10,7 +10,6 @@ from typing import TypeVar
 
 from vmsnap.api import catalog, responses
 from vmsnap.api.access import Inventory, Principal, account_filter, can_act, shown
-from vmsnap.api.errors import PARAM_ERROR, ApiError
 from vmsnap.api.params import (
     Doc,
     Params,
@@ -115,7 +114,7 @@ class Lists:
         if state is not None:
             states = {k for k, v in responses.VM_SNAPSHOT_STATES.items() if v == state}
             if not states:
-                raise ApiError(PARAM_ERROR, f"Invalid parameter state value={state[:40]}")
+                raise invalid("state", state, "not a state of a VM snapshot")
         ids = id_list(p, "vmsnapshotids") or set()
         if "vmsnapshotid" in p:
             ids.add(self.vm_snapshot(principal, p["vmsnapshotid"], "vmsnapshotid").id)

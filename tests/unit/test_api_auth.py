@@ -172,3 +172,12 @@ def test_a_short_digest_key_is_refused() -> None:
     keys = [ApiKey("admin", "AK-env", secret_env="S")]
     with pytest.raises(ConfigError, match="VMSNAP_API_DIGEST_KEY"):
         Authenticator.from_keys(keys, {"S": "s" * 20, "VMSNAP_API_DIGEST_KEY": "short"})
+
+
+def test_a_user_signs_in_with_its_name_and_secret() -> None:
+    a = Authenticator({KEY: ("ann", SECRET, "acme", "user")}, clock=lambda: NOW)
+    principal = a.login("ann", SECRET)
+    assert (principal.user, principal.account, principal.role) == ("ann", "acme", "user")
+    for user, secret in (("ann", "wrong"), ("bob", SECRET), ("ann", "é")):
+        with pytest.raises(Unauthenticated):
+            a.login(user, secret)

@@ -132,6 +132,25 @@ class Authenticator:
             user, api_key, request.hexdigest(), account, role, guarded=expires is not None
         )
 
+    def login(self, user: str, secret: str) -> Principal:
+        """
+        The principal of ``user`` when ``secret`` is one of its keys' secrets (for a
+        sign-in form, e.g. the web UI); compared in constant time.
+
+        Raises:
+            Unauthenticated: no such user, or a wrong secret (one reason for both).
+        """
+        found = None
+        for api_key, entry in self._secrets.items():
+            ok = hmac.compare_digest(entry[1].encode(), secret.encode("utf-8", "replace"))
+            if entry[0] == user and ok:
+                found = (api_key, entry)
+        if found is None:
+            raise Unauthenticated("bad-signature", "unknown user or wrong secret")
+        api_key, entry = found
+        account, role = (entry[2], entry[3]) if len(entry) >= 4 else (user, ADMIN)
+        return Principal(user, api_key, "", account, role, guarded=False)
+
     def _check_expires(self, expires: str | None) -> None:
         if not expires:
             raise Unauthenticated("bad-expires", "signatureversion=3 needs expires")

@@ -176,9 +176,9 @@ def run() -> str:
             f"{count} signed `listVolumes` each over keep-alive connections; then the same "
             f"while another thread keeps {HOSTILE} connections half-sent (headers never "
             "finished; `read_timeout_s = 2`) and posts 4 MiB chunked bodies "
-            "(`max_body_bytes` 1 MiB: 413). Peak RSS is the server's high-water mark. On this "
-            "machine every HTTP round trip costs about 44 ms, a 404 on the seed's server too "
-            "(uvicorn's h11 writes on loopback); a request's own work is about 2 ms in process.",
+            "(`max_body_bytes` 1 MiB: 413). Peak RSS is the server's high-water mark. (Before "
+            "#16 every answer also waited ~40 ms for a delayed ACK: the listening socket was "
+            "made without its protocol number, so asyncio did not set TCP_NODELAY.)",
             "",
             table(["phase", "requests/s", "median ms", "p99 ms", "peak RSS MiB"], rows),
             "",

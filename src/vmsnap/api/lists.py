@@ -70,9 +70,12 @@ class Lists:
 
     def vm(self, principal: Principal, vm_id: str, name: str = "virtualmachineid") -> str:
         """``vm_id`` when it names a VM the caller may see; else a 431 "no such"."""
-        known = {v.id for v in self._ctl.list_vms()}
-        if vm_id not in known or not can_act(principal, vm_id, self._inv):
+        if not can_act(principal, vm_id, self._inv):
             raise no_such(name, vm_id)
+        try:
+            self._ctl.list_volumes(vm_id)  # refuses an unknown VM
+        except InvalidRequest:
+            raise no_such(name, vm_id) from None
         return vm_id
 
     def volume_vm(self, principal: Principal, volume_id: str, name: str = "volumeid") -> str:

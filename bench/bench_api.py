@@ -217,7 +217,8 @@ def run() -> str:
             "## The HTTP API under hostile load (bench/bench_api.py)",
             "",
             f"`vmsnap serve` on 127.0.0.1 (SQLite store, {CREATES + 1} VMs), {CLIENTS} "
-            f"clients sending {count} signed `listVolumes` each over keep-alive connections; then the same "
+            f"clients sending {count} signed `listVolumes` each over keep-alive connections; "
+            "then the same "
             f"while another thread keeps {HOSTILE} connections half-sent (headers never "
             "finished; `read_timeout_s = 2`) and posts 4 MiB chunked bodies "
             "(`max_body_bytes` 1 MiB: 413). Peak RSS is the server's high-water mark. (Before "

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cs import CloudStackApiException
 
 from tests.e2e.serve_fixtures import Server, raw, wait_for_job
 
@@ -92,3 +93,20 @@ def test_lists_are_newest_first_paged_as_cloudstack_and_carry_its_fields(server:
     pool = cs.listStoragePools(id="netapp-1")["storagepool"][0]
     assert pool["caps"] == pool["storagecapabilities"]
     assert pool["caps"]["STORAGE_SYSTEM_SNAPSHOT"] == "true"
+
+
+def test_the_cs_client_reads_xml_and_fetches_whole_lists(server: Server) -> None:
+    cs = server.client()
+    text = cs.listVolumes(virtualmachineid="vm-1", json=False)  # cs asks without response
+    root = ET.fromstring(text)
+    assert (root.tag, root.findtext("count")) == ("listvolumesresponse", "3")
+    for name in ("one", "two", "three"):
+        cs.createVMSnapshot(virtualmachineid="vm-kvm", name=name, fetch_result=True)
+    listed = cs.listVMSnapshot(fetch_list=True)  # pages of 500 until an empty page
+    assert [s["name"] for s in listed] == ["three", "two", "one"]
+    assert cs.listSnapshots(fetch_list=True) == []
+    domain = listed[0]["domainid"]
+    assert cs.listVMSnapshot(domainid=domain)["count"] == 3
+    with pytest.raises(CloudStackApiException) as info:
+        cs.listVMSnapshot(domainid="no-such-domain")
+    assert info.value.error["errorcode"] == 431

@@ -255,7 +255,7 @@ class CloudStackApi:
             vm = self._job_vm(job)
             if self._may_see(principal, job) and (vm is None or visible(vm)):
                 docs.append(self._job_doc(job))
-        return self._lists._listed("listasyncjobs", docs, p)
+        return self._lists.listed("listasyncjobs", docs, p)
 
     def _may_see(self, principal: Principal, job: ApiJob) -> bool:
         if principal.is_admin:

@@ -135,7 +135,7 @@ class Lists:
             and keyword_match(p, v.name, v.description)
         ]
         docs = [self.vm_snapshot_doc(v, names) for v in items]
-        return self._listed("listvmsnapshot", docs, p)
+        return self.listed("listvmsnapshot", docs, p)
 
     def list_snapshots(self, principal: Principal, p: Params) -> Doc:
         visible = self.scope(principal, p)
@@ -159,7 +159,7 @@ class Lists:
         items = [
             d for d in docs if p.get("name", d["name"]) == d["name"] and keyword_match(p, d["name"])
         ]
-        return self._listed("listsnapshots", items, p)
+        return self.listed("listsnapshots", items, p)
 
     def list_pools(self, principal: Principal, p: Params) -> Doc:
         self.scope(principal, p)
@@ -174,7 +174,7 @@ class Lists:
             and p.get("name", v.name) == v.name
             and keyword_match(p, v.name, v.id)
         ]
-        return self._listed("liststoragepools", items, p)
+        return self.listed("liststoragepools", items, p)
 
     def list_volumes(self, principal: Principal, p: Params) -> Doc:
         visible = self.scope(principal, p)
@@ -194,7 +194,7 @@ class Lists:
             wanted = (not ids or v.id in ids) and p.get("name", v.id) == v.id
             if wanted and visible(v.vm_id) and keyword_match(p, v.id):
                 items.append(responses.volume(v, self._inv.account_of(v.vm_id), device))
-        return self._listed("listvolumes", items, p)
+        return self.listed("listvolumes", items, p)
 
     def list_vms(self, principal: Principal, p: Params) -> Doc:
         visible = self.scope(principal, p)
@@ -211,13 +211,13 @@ class Lists:
             and p.get("name", v.id) == v.id
             and keyword_match(p, v.id)
         ]
-        return self._listed("listvirtualmachines", items, p)
+        return self.listed("listvirtualmachines", items, p)
 
     def list_zones(self, principal: Principal, p: Params) -> Doc:
         zone_id = p.get("id")
         if zone_id is not None and zone_id != responses.ZONE_ID:
             raise no_such("id", zone_id)
-        return self._listed("listzones", [responses.zone()], p)
+        return self.listed("listzones", [responses.zone()], p)
 
     def list_capabilities(self, principal: Principal, p: Params) -> Doc:
         return {"capability": dict(CAPABILITIES)}
@@ -229,9 +229,9 @@ class Lists:
             mine = [c for c in mine if c.name.lower() == name.lower()]
             if not mine:
                 raise no_such("name", name)
-        return self._listed("listapis", [catalog.api_doc(c) for c in mine], p)
+        return self.listed("listapis", [catalog.api_doc(c) for c in mine], p)
 
-    def _listed(self, command: str, items: list[Doc], p: Params) -> Doc:
+    def listed(self, command: str, items: list[Doc], p: Params) -> Doc:
         count, shown_page = page(items, p)
         return responses.listed(command, count, shown_page)
 

@@ -91,6 +91,8 @@ class ApiKey:
     api_key: str
     secret_env: str | None = None
     secret_file: Path | None = None
+    account: str | None = None  # the account whose VMs a "user" sees (default: user)
+    role: str = "admin"  # "admin" | "user"; a key without role stays admin
 
 
 @attrs.frozen
@@ -109,6 +111,8 @@ class Config:
     path: Path | None = None
     store_cipher: str | None = None  # "aes": events encrypted at rest (key from the env)
     store_compress: bool = False
+    #: vm id -> the account owning it (``[[vms]] account``); VMs without one are absent
+    vm_accounts: Mapping[str, str] = attrs.field(factory=dict)
 
     def hypervisor(self, name: str) -> HypervisorConfig:
         return next(h for h in self.hypervisors if h.name == name)
@@ -171,6 +175,7 @@ def parse(raw: Mapping[str, Any], folder: Path, path: Path | None = None) -> Con
         path,
         store_cipher=doc.store.cipher,
         store_compress=doc.store.compress,
+        vm_accounts={v.id: v.account for v in doc.vms if v.account is not None},
     )
 
 
@@ -233,7 +238,7 @@ def _api_key(index: int, t: schema.ApiKeyTable, folder: Path) -> ApiKey:
             "give exactly one of secret_env or secret_file"
         )
     file = None if t.secret_file is None else folder / t.secret_file
-    return ApiKey(t.user, t.api_key, t.secret_env, file)
+    return ApiKey(t.user, t.api_key, t.secret_env, file, account=t.account, role=t.role)
 
 
 def _indexed(table: str, values: list[str]) -> list[tuple[str, str]]:

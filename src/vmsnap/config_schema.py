@@ -38,6 +38,7 @@ STORAGE_OPS = (
 )
 FAULTS = ("fail",)
 DEFAULT_STORE = "sqlite:///vmsnap.db"
+ROLES = ("admin", "user")
 CIPHERS = ("aes",)
 # The longest wait vmsnap accepts: a thread join or a sleep longer than about 9.2e9 s
 # overflows the platform's clock (threading.TIMEOUT_MAX).
@@ -186,6 +187,7 @@ class VmTable:
     power_state: Annotated[str, OneOf(POWER_STATES)] = "Running"
     volumes: list[VolumeTable] = attrs.field(factory=list)
     domain: str | None = None
+    account: Text | None = None
 
 
 @attrs.frozen
@@ -198,6 +200,8 @@ class ApiKeyTable:
     api_key: Text
     secret_env: Text | None = None
     secret_file: Text | None = None
+    account: Text | None = None
+    role: Annotated[str, OneOf(ROLES)] = "admin"
 
 
 @attrs.frozen

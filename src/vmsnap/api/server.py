@@ -18,6 +18,7 @@ from vmsnap.api.jobs import Jobs
 from vmsnap.config import Config
 from vmsnap.controller import Controller
 from vmsnap.domain.exceptions import ConfigError
+from vmsnap.web.app import WebUi
 
 
 def serve(config: Config, store_url: str | None, host: str, port: int) -> int:
@@ -33,8 +34,10 @@ def serve(config: Config, store_url: str | None, host: str, port: int) -> int:
     try:
         with Controller(config, store_url, recover=True) as controller:
             jobs = Jobs(controller)
+            web = WebUi(controller)
             try:
                 app = create_app(CloudStackApi(controller, auth, jobs))
+                app.mount("/", web.app)  # the web UI (ADR 0023); /client/api is matched first
                 # No access log: request lines carry api keys and signatures.
                 server = uvicorn.Server(
                     uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
@@ -44,6 +47,7 @@ def serve(config: Config, store_url: str | None, host: str, port: int) -> int:
                 with _stop_on_signals():
                     server.run(sockets=[sock])
             finally:
+                web.close()  # waits for the operations the UI started
                 jobs.close()  # waits for the running jobs
     finally:
         sock.close()

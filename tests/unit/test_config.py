@@ -70,6 +70,7 @@ FULL: dict[str, Any] = {
             "hypervisor": "esx1",
             "power_state": "Stopped",
             "domain": "web1",
+            "account": "acme",
             "volumes": [
                 {"id": "vol-1", "pool": "primary-1", "type": "ROOT"},
                 {"id": "vol-2", "pool": "netapp-1", "type": "DATADISK"},
@@ -80,7 +81,13 @@ FULL: dict[str, Any] = {
     "api": {
         "keys": [
             {"user": "admin", "api_key": "AK1", "secret_env": "VMSNAP_SECRET_ADMIN"},
-            {"user": "ops", "api_key": "AK2", "secret_file": "ops.secret"},
+            {
+                "user": "ops",
+                "api_key": "AK2",
+                "secret_file": "ops.secret",
+                "account": "acme",
+                "role": "user",
+            },
         ]
     },
 }
@@ -384,9 +391,9 @@ def test_every_one_edit_misspelling_of_every_key_suggests_that_key(cl: type) -> 
 
 
 def test_a_key_like_no_known_one_lists_the_known_ones() -> None:
-    assert refused(with_value(("api", "keys", 0, "role"), "admin")) == (
-        "config: unknown key [[api.keys]][0].role "
-        "(expected one of: user, api_key, secret_env, secret_file)"
+    assert refused(with_value(("api", "keys", 0, "colour"), "z1")) == (
+        "config: unknown key [[api.keys]][0].colour "
+        "(expected one of: user, api_key, secret_env, secret_file, account, role)"
     )
 
 

@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from vmsnap.domain.exceptions import NotFound
 from vmsnap.web.access import User, visible_vms
-from vmsnap.web.app import WebUi, form, posted, redirect
+from vmsnap.web.app import FormTooLarge, WebUi, form, posted, redirect
 from vmsnap.web.session import COOKIE
 from vmsnap.web.tasks import Work
 
@@ -26,7 +26,10 @@ class Actions:
         self.ui, self.c, self.config = ui, ui.controller, ui.config
 
     async def signin(self, request: Request) -> Response:
-        fields = await form(request)
+        try:
+            fields = await form(request)
+        except FormTooLarge:
+            return self.ui.error(request, 413, "The form is too large.")
         session = self.ui.session(request)
         if session is None or not session.csrf_ok(fields.get("csrf")):
             message = "The sign-in form had expired. Please try again."

@@ -56,6 +56,7 @@ class Pages:
             "picture": Markup(timeline.svg(events, actor)),  # every text escaped by timeline.svg
             "actor": actor,
             "since": timeline.offsets(events),
+            "kinds": timeline.row_kinds(events),
         }
         return self.ui.render(request, "snapshot.html", context)
 

@@ -9,29 +9,36 @@ Each event is one answer; a call's bar runs from the step that started it (the l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from html import escape
 from typing import Any
 
 import attrs
 
+from vmsnap.domain.snapshot_base import SnapshotAggregate
+from vmsnap.domain.vm_snapshot import VmSnapshot
+from vmsnap.domain.volume_snapshot import VolumeSnapshot
 from vmsnap.views import EventView
 
 WIDTH, LEFT, RIGHT, TOP, LANE_H = 960, 170, 20, 34, 30
 CHAR_W = 6.6  # the width of a label's character, about (12px sans-serif)
+S, V, Vol = SnapshotAggregate, VmSnapshot, VolumeSnapshot
 #: the events after which the next calls start
-PHASES = {
-    "Snapshot.QuiesceStarted",
-    "Snapshot.Quiesced",
-    "VmSnapshot.SnapshottingStarted",
-    "VolumeSnapshot.SnapshottingStarted",
-    "VmSnapshot.RevertStarted",
-    "Snapshot.DeleteStarted",
-    "Snapshot.UnquiesceDecided",
-}
-FAILURES = {"Snapshot.Failed", "Snapshot.DeadlineExceeded", "Snapshot.AlertRaised"}
-FAILURES |= {"VmSnapshot.RevertFailed"}
+PHASES = (
+    S.QuiesceStarted,
+    S.Quiesced,
+    V.SnapshottingStarted,
+    Vol.SnapshottingStarted,
+    V.RevertStarted,
+    S.DeleteStarted,
+    S.UnquiesceDecided,
+)
+FAILURES = (S.Failed, S.DeadlineExceeded, S.AlertRaised, V.RevertFailed)
+#: the events that end a quiesce window (a frozen VM's ends at its thaw)
+WINDOW_ENDS = (S.Unquiesced, S.Completed, S.Failed)
+#: how the hypervisor's unquiesce is drawn, by its reason
+UNQUIESCE_KIND = {"failure": "compensation", "recovery": "compensation", "deadline": "failure"}
 
 
 @attrs.frozen
@@ -40,87 +47,142 @@ class Bar:
     start: float  # ms since the first event
     end: float
     label: str
-    kind: str  # call | compensation | failure | decision | freeze | mark
+    kind: str  # call | compensation | failure | decision | freeze
 
 
 def _ms(ts: str, t0: datetime) -> float:
     return (datetime.fromisoformat(ts) - t0).total_seconds() * 1000.0
 
 
-def _yes(value: Any) -> str:
-    return "true" if value is True else "false" if value is False else str(value)
+def _yes(value: bool) -> str:
+    return "true" if value else "false"
 
 
-def _call(e: EventView, hypervisor: str) -> tuple[str, str, str] | None:
-    """(lane, label, kind) of an event that answers a call; None for other events."""
-    d, kind = e.data, "compensation" if e.data.get("compensation") else "call"
-    name = e.type.split(".", 1)[1]
-    if e.type == "Snapshot.Quiesced":
-        r = d.get("result") or {}
-        return hypervisor, f"quiesce → quiesced={_yes(r.get('quiesced'))}", "call"
-    if e.type == "Snapshot.Unquiesced":
-        what = f"thawed={_yes(d.get('thawed'))}, released={d.get('released') or '-'}"
-        return hypervisor, f"unquiesce → {what} ({d.get('reason')})", kind
-    if e.type == "VmSnapshot.DriverSnapshotTaken":
-        label = f"take_vm_snapshot → {_yes(d.get('need_unquiesce'))}"
-        return str(d.get("pool_id")), label, "call"
-    if name.startswith("Driver") or name.startswith("VolumeSnapshot"):
-        return str(d.get("pool_id")), name, kind
-    if name.startswith("Hypervisor"):
-        return hypervisor, name, kind
-    if e.type == "Snapshot.CallFailed":
-        return str(d.get("target")), f"{d.get('op')} ✗ {d.get('error')}", "failure"
-    return None
+def _undone(compensation: bool) -> str:
+    return "compensation" if compensation else "call"
+
+
+Call = tuple[str | None, str, str]  # lane (None: the hypervisor's), label, kind
+CALLS: dict[type, Callable[[Any], Call]] = {
+    S.Quiesced: lambda e: (
+        None,
+        f"quiesce → quiesced={_yes(e.result.quiesced)}, frozen={_yes(e.result.frozen)}",
+        "call",
+    ),
+    S.Unquiesced: lambda e: (
+        None,
+        f"unquiesce → thawed={_yes(e.thawed)}, released={e.released or '-'} ({e.reason})",
+        UNQUIESCE_KIND.get(e.reason, "call"),
+    ),
+    S.CallFailed: lambda e: (e.target, f"{e.op} ✗ {e.error}", "failure"),
+    V.HypervisorSnapshotTaken: lambda e: (None, f"take_vm_snapshot → {e.name}", "call"),
+    V.DriverSnapshotTaken: lambda e: (
+        e.pool_id,
+        f"take_vm_snapshot → {_yes(e.need_unquiesce)}",
+        "call",
+    ),
+    V.HypervisorSnapshotReverted: lambda e: (None, "revert_vm_snapshot → done", "call"),
+    V.DriverSnapshotReverted: lambda e: (
+        e.pool_id,
+        f"revert_vm_snapshot → {_yes(e.result)}",
+        "call",
+    ),
+    V.HypervisorSnapshotDeleted: lambda e: (
+        None,
+        "delete_vm_snapshot → done",
+        _undone(e.compensation),
+    ),
+    V.DriverSnapshotDeleted: lambda e: (
+        e.pool_id,
+        "delete_vm_snapshot → done",
+        _undone(e.compensation),
+    ),
+    Vol.VolumeSnapshotTaken: lambda e: (e.pool_id, f"take_snapshot → {e.name}", "call"),
+    Vol.VolumeSnapshotDeleted: lambda e: (
+        e.pool_id,
+        "delete_snapshot → done",
+        _undone(e.compensation),
+    ),
+}
+
+
+def _lanes(first: object) -> tuple[str, list[str]]:
+    """The hypervisor's name and the lanes a snapshot's request names."""
+    if isinstance(first, V.Requested):
+        return first.hypervisor, [g.pool_id for g in first.groups]
+    if isinstance(first, Vol.Requested):
+        return first.hypervisor, [first.pool_id]
+    return "hypervisor", []
+
+
+def _failure(event: object) -> str:
+    if isinstance(event, S.AlertRaised):
+        return f"alert: {event.message}"
+    if isinstance(event, S.DeadlineExceeded):
+        return f"deadline of {event.deadline_s:g} s exceeded during {event.op}"
+    assert isinstance(event, S.Failed | V.RevertFailed)
+    return f"failed: {event.error}"
+
+
+def _decision(e: SnapshotAggregate.UnquiesceDecided) -> str:
+    answers = ", ".join(f"{pool}={_yes(a)}" for pool, a in e.answers.items())
+    return f"AND rule: {answers} → need_unquiesce={_yes(e.need_unquiesce)}: {e.reason}"
+
+
+class _Drawing:
+    """Walks a timeline once, collecting its bars."""
+
+    def __init__(self, events: Sequence[EventView]) -> None:
+        self.t0 = datetime.fromisoformat(events[0].timestamp)
+        self.hypervisor, pools = _lanes(events[0].event)
+        self.lanes = ["freeze window", self.hypervisor, *dict.fromkeys(pools)]
+        self.bars: list[Bar] = []
+        self.phase = 0.0
+        self.last_on: dict[str, float] = {}
+        self.window: tuple[float, bool] | None = None  # (since, frozen)
+
+    def add(self, view: EventView) -> None:
+        at, event = _ms(view.timestamp, self.t0), view.event
+        draw = CALLS.get(type(event))
+        if draw is not None:
+            lane, label, kind = draw(event)
+            lane = lane or self.hypervisor
+            if lane not in self.lanes:
+                self.lanes.append(lane)
+            start = max(self.phase, self.last_on.get(lane, 0.0))
+            self.bars.append(Bar(lane, start, at, label, kind))
+            self.last_on[lane] = at
+        if isinstance(event, S.UnquiesceDecided):
+            self.bars.append(Bar("decision", at, at, _decision(event), "decision"))
+        elif isinstance(event, FAILURES):
+            self.bars.append(Bar("failures", at, at, _failure(event), "failure"))
+        self._window(event, at)
+        if isinstance(event, PHASES):
+            self.phase = at
+
+    def _window(self, event: object, at: float) -> None:
+        change = event.freeze_change() if isinstance(event, S.Event) else None
+        if isinstance(event, S.Quiesced):
+            self.window = (at, change is True)
+        elif self.window is not None and isinstance(event, WINDOW_ENDS):
+            since, frozen = self.window
+            if frozen and change is not False and not isinstance(event, S.Failed):
+                return  # a frozen VM's window ends at its thaw
+            what = "frozen" if frozen else "quiesced"
+            self.bars.append(Bar(self.lanes[0], since, at, f"{what} {at - since:.1f} ms", "freeze"))
+            self.window = None
 
 
 def bars(events: Sequence[EventView]) -> tuple[list[Bar], list[str], float]:
     """The bars of ``events``, the lanes in order, and the length of the axis in ms."""
     if not events:
         return [], [], 1.0
-    t0 = datetime.fromisoformat(events[0].timestamp)
-    first = events[0].data
-    hypervisor = str(first.get("hypervisor") or "hypervisor")
-    lanes = ["freeze window", hypervisor]
-    for pool in [g.get("pool_id") for g in first.get("groups") or []] or [first.get("pool_id")]:
-        if pool and str(pool) not in lanes:
-            lanes.append(str(pool))
-    out: list[Bar] = []
-    phase = 0.0
-    last_on: dict[str, float] = {}
-    freeze_from: float | None = None
+    drawing = _Drawing(events)
     for e in events:
-        at = _ms(e.timestamp, t0)
-        call = _call(e, hypervisor)
-        if call is not None:
-            lane, label, kind = call
-            if lane not in lanes:
-                lanes.append(lane)
-            start = max(phase, last_on.get(lane, 0.0))
-            out.append(Bar(lane, start, at, label, kind))
-            last_on[lane] = at
-        if e.type == "Snapshot.Quiesced":
-            freeze_from = at
-        elif e.type == "Snapshot.UnquiesceDecided":
-            answers = ", ".join(f"{p}={_yes(a)}" for p, a in (e.data.get("answers") or {}).items())
-            need = _yes(e.data.get("need_unquiesce"))
-            label = f"AND rule: {answers} → need_unquiesce={need}: {e.data.get('reason')}"
-            out.append(Bar("decision", at, at, label, "decision"))
-        elif e.type in FAILURES:
-            text = e.data.get("error") or e.data.get("message") or e.data.get("op") or ""
-            out.append(Bar("failures", at, at, f"{e.type}: {text}", "failure"))
-        if freeze_from is not None and e.type in {
-            "Snapshot.Unquiesced",
-            "Snapshot.Completed",
-            "Snapshot.Failed",
-        }:
-            out.append(
-                Bar("freeze window", freeze_from, at, f"{at - freeze_from:.1f} ms", "freeze")
-            )
-            freeze_from = None
-        if e.type in PHASES:
-            phase = at
-    lanes += [lane for lane in ("decision", "failures") if any(b.lane == lane for b in out)]
-    return out, lanes, max(_ms(events[-1].timestamp, t0), 1.0)
+        drawing.add(e)
+    found, lanes = drawing.bars, drawing.lanes
+    lanes += [lane for lane in ("decision", "failures") if any(b.lane == lane for b in found)]
+    return found, lanes, max(_ms(events[-1].timestamp, drawing.t0), 1.0)
 
 
 def _label_at(left: float, width: float, chars: int) -> tuple[float, str]:
@@ -188,3 +250,13 @@ def offsets(events: Sequence[EventView]) -> list[str]:
         out.append("" if before is None else f"+{(at - before).total_seconds() * 1000:.1f} ms")
         before = at
     return out
+
+
+def row_kinds(events: Sequence[EventView]) -> list[str]:
+    """The class of each event's row in the table: failure, compensation or nothing."""
+    kinds = []
+    for view in events:
+        draw = CALLS.get(type(view.event))
+        kind = draw(view.event)[2] if draw is not None else ""
+        kinds.append("failure" if isinstance(view.event, FAILURES) else kind)
+    return kinds

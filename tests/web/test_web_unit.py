@@ -25,7 +25,7 @@ from tests.web.conftest import (
 from vmsnap import Controller
 from vmsnap.config import load
 from vmsnap.domain.exceptions import ConfigError
-from vmsnap.web import timeline
+from vmsnap.web import model, timeline
 from vmsnap.web.access import Directory, User, visible_vms
 from vmsnap.web.app import MAX_FORM_BYTES, WebUi
 from vmsnap.web.session import COOKIE, Session, Sessions
@@ -252,3 +252,21 @@ def test_the_picture_draws_failures_and_compensations_in_their_colours(tmp_path:
     picture = timeline.svg(events, actor="alice <ops>")
     assert "actor: alice &lt;ops&gt;" in picture and 'class="bar failure"' in picture
     assert timeline.svg([]).startswith("<svg") and timeline.offsets(events)[0] == ""
+
+
+def test_snapshots_are_shown_as_a_tree_with_the_current_one_marked(
+    client: TestClient, web_controller: Controller
+) -> None:
+    first = web_controller.create_vm_snapshot("vm-vmware", "first")
+    second = web_controller.create_vm_snapshot("vm-vmware", "second")
+    web_controller.revert_vm_snapshot(first.id)
+    third = web_controller.create_vm_snapshot("vm-vmware", "third")
+    [root] = model.tree(web_controller.list_vm_snapshots("vm-vmware"))
+    assert root.snap.id == first.id
+    assert [c.snap.id for c in root.children] == [second.id, third.id]
+    sign_in(client)
+    page = client.get("/").text
+    tree = page.split('id="tree-vm-vmware"')[1].split("</ul>\n")[0]
+    assert tree.index("first") < tree.index("<ul>") < tree.index("second")
+    assert tree.count('class="tag">current') == 1
+    assert tree.index("third") < tree.index('class="tag">current')

@@ -9,6 +9,7 @@ Each event is one answer; a call's bar runs from the step that started it (the l
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from html import escape
@@ -23,6 +24,7 @@ from vmsnap.views import EventView
 
 WIDTH, LEFT, RIGHT, TOP, LANE_H = 960, 170, 20, 34, 30
 CHAR_W = 6.6  # the width of a label's character, about (12px sans-serif)
+NOTE_H = 16
 S, V, Vol = SnapshotAggregate, VmSnapshot, VolumeSnapshot
 #: the events after which the next calls start
 PHASES = (
@@ -48,6 +50,7 @@ class Bar:
     end: float
     label: str
     kind: str  # call | compensation | failure | decision | freeze
+    note: str | None = None  # the whole text of a marker, written under the axis
 
 
 def _ms(ts: str, t0: datetime) -> float:
@@ -153,9 +156,11 @@ class _Drawing:
             self.bars.append(Bar(lane, start, at, label, kind))
             self.last_on[lane] = at
         if isinstance(event, S.UnquiesceDecided):
-            self.bars.append(Bar("decision", at, at, _decision(event), "decision"))
+            short = f"need_unquiesce={_yes(event.need_unquiesce)}"
+            self.bars.append(Bar("decision", at, at, short, "decision", _decision(event)))
         elif isinstance(event, FAILURES):
-            self.bars.append(Bar("failures", at, at, _failure(event), "failure"))
+            short = _failure(event).split(":", 1)[0]
+            self.bars.append(Bar("failures", at, at, short, "failure", _failure(event)))
         self._window(event, at)
         if isinstance(event, PHASES):
             self.phase = at
@@ -198,7 +203,9 @@ def _label_at(left: float, width: float, chars: int) -> tuple[float, str]:
 def svg(events: Sequence[EventView], actor: str | None = None) -> str:
     """The picture as SVG markup (every text escaped)."""
     found, lanes, span = bars(events)
-    height = TOP + LANE_H * len(lanes) + 30
+    notes = [b for b in found if b.note]
+    axis_y = TOP + LANE_H * len(lanes) + 16
+    height = axis_y + 14 + NOTE_H * sum(len(_wrap(b.note or "")) for b in notes)
     scale = (WIDTH - LEFT - RIGHT) / span
 
     def x(ms: float) -> float:
@@ -216,30 +223,41 @@ def svg(events: Sequence[EventView], actor: str | None = None) -> str:
         parts.append(
             f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y + LANE_H}" '
             f'y2="{y + LANE_H}" class="lane-line"/>'
+            f'<text x="4" y="{y + 19}" class="lane">{escape(lane)}</text>'
         )
-        parts.append(f'<text x="4" y="{y + 19}" class="lane">{escape(lane)}</text>')
     for b in found:
-        y = TOP + lanes.index(b.lane) * LANE_H
-        left, width = x(b.start), max(x(b.end) - x(b.start), 3.0)
-        parts.append(f'<g class="bar {b.kind}"><title>{escape(b.label)}</title>')
-        if b.kind in {"decision", "failure"} and b.start == b.end:
-            cx = x(b.start)
-            parts.append(f'<path d="M{cx:.1f},{y + 6} l8,9 l-8,9 l-8,-9 z"/>')
-        else:
-            parts.append(f'<rect x="{left:.1f}" y="{y + 6}" width="{width:.1f}" height="18"/>')
-        tx, anchor = _label_at(left, width, len(b.label))
-        parts.append(
-            f'<text x="{tx:.1f}" y="{y + 19}" text-anchor="{anchor}">{escape(b.label)}</text></g>'
-        )
-    axis_y = TOP + LANE_H * len(lanes) + 16
+        parts.append(_bar(b, TOP + lanes.index(b.lane) * LANE_H, x(b.start), x(b.end)))
     for i in range(6):
-        ms = span * i / 5
+        anchor = "start" if i == 0 else "end" if i == 5 else "middle"
         parts.append(
-            f'<text x="{x(ms):.1f}" y="{axis_y}" text-anchor="middle" '
-            f'class="tick">{ms:.1f} ms</text>'
+            f'<text x="{x(span * i / 5):.1f}" y="{axis_y}" text-anchor="{anchor}" '
+            f'class="tick">{span * i / 5:.1f} ms</text>'
         )
+    y = axis_y + 6
+    for b in notes:
+        for line in _wrap(f"◆ {b.note}"):
+            y += NOTE_H
+            parts.append(f'<text x="4" y="{y}" class="note {b.kind}">{escape(line)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _bar(b: Bar, y: float, left: float, right: float) -> str:
+    width = max(right - left, 3.0)
+    if b.start == b.end and b.kind in {"decision", "failure"}:  # a marker: a diamond
+        shape = f'<path d="M{left:.1f},{y + 6} l8,9 l-8,9 l-8,-9 z"/>'
+        left, width = left - 8, 16
+    else:
+        shape = f'<rect x="{left:.1f}" y="{y + 6}" width="{width:.1f}" height="18"/>'
+    tx, anchor = _label_at(left, width, len(b.label))
+    return (
+        f'<g class="bar {b.kind}"><title>{escape(b.note or b.label)}</title>{shape}'
+        f'<text x="{tx:.1f}" y="{y + 19}" text-anchor="{anchor}">{escape(b.label)}</text></g>'
+    )
+
+
+def _wrap(text: str) -> list[str]:
+    return textwrap.wrap(text, int((WIDTH - 8) / CHAR_W)) or [""]
 
 
 def offsets(events: Sequence[EventView]) -> list[str]:

@@ -62,10 +62,16 @@ def until(
     return WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(condition, what)
 
 
-def screenshot(driver: Any, name: str) -> Path:
-    """The whole page (up to 2400 px high) as ``SCREENSHOTS/name.png``."""
+def screenshot(driver: Any, name: str, *, full: bool = True) -> Path:
+    """
+    The whole page (up to 2400 px high), or only what the window shows (``full=False``),
+    as ``SCREENSHOTS/name.png``.
+    """
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
+    if not full:
+        driver.save_screenshot(str(path))
+        return path
     size = driver.get_window_size()
     height = driver.execute_script("return document.documentElement.scrollHeight;")
     driver.set_window_size(size["width"], min(max(int(height) + 140, 600), 2400))

@@ -201,7 +201,8 @@ def test_a_quiesced_vm_snapshot_is_watched_live_drawn_reverted_and_deleted(
             "an intermediate state",
         )
     ]
-    screenshot(page, "live-state")
+    page.execute_script("document.getElementById('vm-vm-1').scrollIntoView();")
+    screenshot(page, "live-state", full=False)
     seen.append(
         until(page, lambda d: state_of(d) == "snapshotting" and "snapshotting", "snapshotting")
     )
@@ -278,3 +279,27 @@ def test_pools_and_audit_pages(page: Any, server: UiServer) -> None:
     assert page.find_element(By.ID, "verify-result").text.startswith("The log checks out")
     assert ":" in page.find_element(By.ID, "chain-head").text
     screenshot(page, "audit")
+
+
+def test_a_kvm_snapshot_draws_the_freeze_from_quiesce_to_thaw(page: Any, server: UiServer) -> None:
+    from selenium.webdriver.common.by import By
+
+    sign_in(page, server, "admin", SECRET)
+    vm = section(page, "vm-kvm")
+    vm.find_element(By.TAG_NAME, "summary").click()  # open the form
+    form = vm.find_element(By.CSS_SELECTOR, "details.take")
+    by_label(form, "Name").send_keys("kvm-nightly")
+    form.find_element(By.XPATH, ".//label[normalize-space()='Quiesce VM']//input").click()
+    form.find_element(By.XPATH, ".//button[normalize-space()='Take VM snapshot']").click()
+    until(page, lambda d: d.find_elements(By.LINK_TEXT, "kvm-nightly"), "the new snapshot")
+    link = page.find_element(By.LINK_TEXT, "kvm-nightly")
+    state = link.find_element(By.XPATH, "./following-sibling::span[1]")
+    until(page, lambda d: state.text == "ready", "the snapshot ready")
+    link.click()
+    picture = until(
+        page, lambda d: d.find_elements(By.CSS_SELECTOR, "svg.timeline"), "the picture"
+    )[0]
+    drawn = picture.get_attribute("textContent")
+    assert "frozen " in drawn and "quiesce → quiesced=true, frozen=true" in drawn
+    assert "unquiesce → thawed=true" in drawn
+    screenshot(page, "snapshot-timeline-kvm")

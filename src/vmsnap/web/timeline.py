@@ -25,6 +25,7 @@ from vmsnap.views import EventView
 WIDTH, LEFT, RIGHT, TOP, LANE_H = 960, 170, 20, 34, 30
 CHAR_W = 6.6  # the width of a label's character, about (12px sans-serif)
 NOTE_H = 16
+NOTE_CHAR_W = 7.4  # the notes under the axis are in the page's larger font
 S, V, Vol = SnapshotAggregate, VmSnapshot, VolumeSnapshot
 #: the events after which the next calls start
 PHASES = (
@@ -257,7 +258,7 @@ def _bar(b: Bar, y: float, left: float, right: float) -> str:
 
 
 def _wrap(text: str) -> list[str]:
-    return textwrap.wrap(text, int((WIDTH - 8) / CHAR_W)) or [""]
+    return textwrap.wrap(text, int((WIDTH - 8) / NOTE_CHAR_W)) or [""]
 
 
 def offsets(events: Sequence[EventView]) -> list[str]:

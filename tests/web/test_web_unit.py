@@ -270,3 +270,29 @@ def test_snapshots_are_shown_as_a_tree_with_the_current_one_marked(
     assert tree.index("first") < tree.index("<ul>") < tree.index("second")
     assert tree.count('class="tag">current') == 1
     assert tree.index("third") < tree.index('class="tag">current')
+
+
+def test_an_operation_on_a_busy_vm_is_a_conflict_in_words(tmp_path: Path) -> None:
+    slow = world_config(hypervisor_delays={"esx1": {"quiesce": 1.0}})
+    with Controller.from_config(write_config(tmp_path, web_config(slow))) as c:
+        web = WebUi(c, Directory.from_config(c.config, ENV))
+        try:
+            with TestClient(web.app) as client:
+                token = sign_in(client)
+                data = {"csrf": token, "quiesce": "on"}
+                assert client.post("/vms/vm-vmware/snapshots", data=data).status_code == 200
+                r = client.post("/vms/vm-vmware/snapshots", data=data)
+                assert r.status_code == 409 and "in progress" in r.text
+                assert "Operation in flight" in client.get("/").text
+        finally:
+            web.close()  # waits for the first snapshot
+        [snap] = c.list_vm_snapshots("vm-vmware")
+        assert snap.state == "ready"
+
+
+def test_tokens_and_cookies_that_are_not_ascii_are_refused_not_crashed(
+    client: TestClient,
+) -> None:
+    token = sign_in(client)
+    assert client.post("/signout", data={"csrf": token + "é"}).status_code == 403
+    assert Sessions().load("e30.é") is None

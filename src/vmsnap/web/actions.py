@@ -47,9 +47,9 @@ class Actions:
         return response
 
     async def start(self, request: Request, work: Work, done: Callable[[str], str]) -> Response:
-        sid, error = await run_in_threadpool(self.ui.tasks.start, work)
+        sid, error, conflict = await run_in_threadpool(self.ui.tasks.start, work)
         if sid is None:
-            return self.ui.error(request, 409 if "in progress" in str(error) else 400, str(error))
+            return self.ui.error(request, 409 if conflict else 400, str(error))
         return redirect(done(sid))
 
     async def create_vm(self, request: Request, user: User, f: dict[str, str]) -> Response:

@@ -31,7 +31,7 @@ class Session:
     expires: float
 
     def csrf_ok(self, token: str | None) -> bool:
-        return token is not None and hmac.compare_digest(self.csrf, token)
+        return token is not None and hmac.compare_digest(self.csrf.encode(), token.encode())
 
 
 class Sessions:
@@ -63,7 +63,7 @@ class Sessions:
         if not cookie or "." not in cookie:
             return None
         body, signature = cookie.rsplit(".", 1)
-        if not hmac.compare_digest(self._sign(body), signature):
+        if not hmac.compare_digest(self._sign(body).encode(), signature.encode()):
             return None
         try:
             raw = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))

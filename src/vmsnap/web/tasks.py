@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from vmsnap.domain.exceptions import VmsnapError
+from vmsnap.domain.exceptions import OperationInProgress, VmsnapError
 
 #: The work of an operation: a Controller call given ``on_claimed``.
 Work = Callable[[Callable[[str], None]], object]
@@ -27,10 +27,11 @@ class Tasks:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def start(self, work: Work) -> tuple[str | None, str | None]:
+    def start(self, work: Work) -> tuple[str | None, str | None, bool]:
         """
-        Start ``work`` and wait until its VM is claimed or it ended: (snapshot id, None)
-        once claimed, (None, error in words) when it was refused before the claim.
+        Start ``work`` and wait until its VM is claimed or it ended: (snapshot id, None,
+        False) once claimed; (None, error in words, conflict) when it was refused before
+        the claim, ``conflict`` True when another operation holds the VM.
         """
         settled = threading.Event()
         outcome: dict[str, str] = {}
@@ -42,6 +43,8 @@ class Tasks:
         def run() -> None:
             try:
                 work(on_claimed)
+            except OperationInProgress as e:
+                outcome.setdefault("conflict", str(e))
             except VmsnapError as e:
                 outcome.setdefault("error", str(e))
             except Exception as e:  # the operation fails with its reason; the server goes on
@@ -52,5 +55,7 @@ class Tasks:
         self._pool.submit(run)
         settled.wait(CLAIM_WAIT_S)
         if "id" in outcome:
-            return outcome["id"], None
-        return None, outcome.get("error", "the operation did not start in time")
+            return outcome["id"], None, False
+        if "conflict" in outcome:
+            return None, outcome["conflict"], True
+        return None, outcome.get("error", "the operation did not start in time"), False

@@ -38,6 +38,7 @@ STORAGE_OPS = (
 )
 FAULTS = ("fail",)
 DEFAULT_STORE = "sqlite:///vmsnap.db"
+ROLES = ("admin", "user")
 CIPHERS = ("aes",)
 ROLES = ("admin", "user")
 MAX_BODY_BYTES = 1 << 30

@@ -20,6 +20,8 @@ from vmsnap.api.protocol import bounded_protocol
 from vmsnap.config import Config
 from vmsnap.controller import Controller
 from vmsnap.domain.exceptions import ConfigError
+from vmsnap.web.access import Directory
+from vmsnap.web.app import WebUi
 
 
 def serve(config: Config, store_url: str | None, host: str, port: int) -> int:
@@ -35,9 +37,11 @@ def serve(config: Config, store_url: str | None, host: str, port: int) -> int:
     try:
         with Controller(config, store_url, recover=True) as controller:
             jobs = Jobs(controller)
+            web = WebUi(controller, Directory(auth, config.api_keys))
             try:
                 api = CloudStackApi(controller, auth, jobs, Inventory.from_config(config))
                 app = create_app(api, config.api)
+                app.mount("/", web.app)  # the web UI (ADR 0023); /client/api is matched first
                 limits = config.api
                 # No access log: request lines carry api keys and signatures. No proxy
                 # headers: X-Forwarded-For is believed only from [api] trusted_proxies.
@@ -58,6 +62,7 @@ def serve(config: Config, store_url: str | None, host: str, port: int) -> int:
                 with _stop_on_signals():
                     server.run(sockets=[sock])
             finally:
+                web.close()  # waits for the operations the UI started
                 jobs.close()  # waits for the running jobs
     finally:
         sock.close()

@@ -11,11 +11,9 @@ and needs root and the Debian packages .ci/run installs.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,8 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from _common import median, quick, table  # noqa: E402
 
-from tests.realguest.guest import BUILD_GUEST, LIBVIRTD, Guest, missing  # noqa: E402
-from tests.realguest.guest import run as command  # noqa: E402
+from tests.realguest.guest import Guest, missing, running_guest  # noqa: E402
 from tests.toml_text import toml_table  # noqa: E402
 
 CREATES = 3 if quick() else 15
@@ -42,21 +39,8 @@ def _guest() -> Iterator[Guest]:
     reason = missing()
     if reason is not None:
         raise Skipped(reason)
-    daemon = tempfile.mkdtemp(prefix="vmsnap-libvirtd.")
-    folder = Path(tempfile.mkdtemp(prefix="vmsnap-guest."))
-    folder.chmod(0o755)
-    guest = None
-    try:
-        uri = command(LIBVIRTD, "start", daemon).stdout.strip()
-        kernel = Path(command(BUILD_GUEST).stdout.strip())
-        guest = Guest(uri, f"vmsnap-test-bench-{uuid.uuid4().hex[:6]}", folder, kernel)
-        guest.boot()
+    with running_guest("bench") as guest:
         yield guest
-    finally:
-        if guest is not None:
-            guest.close()
-        command(LIBVIRTD, "stop", daemon, check=False)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _config(folder: Path, guest: Guest, volumes: dict[str, str]) -> Path:

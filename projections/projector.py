@@ -8,6 +8,7 @@ registered, those that change no view explicitly so (a test checks it).
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import singledispatch
 from typing import Any
 
@@ -80,6 +81,7 @@ def _vm_snapshot_requested(e: VmSnapshot.Requested, rows: Rows, position: int) -
         "hypervisor": e.hypervisor,
         "created": _when(e),
         "updated": _when(e),
+        "frozen_ms": None,
     }
     rows.put(VM_SNAPSHOTS, doc["id"], doc, position)
 
@@ -96,6 +98,7 @@ def _volume_snapshot_requested(e: VolumeSnapshot.Requested, rows: Rows, position
         "quiesced": False,
         "error": None,
         "created": _when(e),
+        "frozen_ms": None,
     }
     rows.put(VOLUME_SNAPSHOTS, doc["id"], doc, position)
 
@@ -120,6 +123,19 @@ def _failed(
 @project.register
 def _revert_started(e: VmSnapshot.RevertStarted, rows: Rows, position: int) -> None:
     _update_snapshot(e, rows, position, error=None)
+
+
+@project.register
+def _unquiesced(e: SnapshotAggregate.Unquiesced, rows: Rows, position: int) -> None:
+    sid = str(e.originator_id)
+    snapshot = rows.get(VM_SNAPSHOTS, sid) or rows.get(VOLUME_SNAPSHOTS, sid)
+    vm = rows.get(VMS, snapshot["vm_id"]) if snapshot is not None and e.thawed else None
+    if vm is None or vm.get("frozen_by") != sid or not vm.get("frozen_since"):
+        _update_snapshot(e, rows, position)
+        return
+    # The freeze window: from the freeze's answer (the VM's frozen_since) to the thaw's.
+    frozen = e.timestamp - datetime.fromisoformat(vm["frozen_since"])
+    _update_snapshot(e, rows, position, frozen_ms=round(frozen.total_seconds() * 1000, 3))
 
 
 @project.register

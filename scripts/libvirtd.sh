@@ -3,7 +3,8 @@
 #   libvirtd.sh start DIR   start virtlogd + libvirtd (pid files and logs in DIR, an empty
 #                           folder) unless a libvirtd already answers on qemu:///system;
 #                           prints the URI to use
-#   libvirtd.sh stop DIR    destroy the test domains (names starting vmsnap-test-), stop
+#   libvirtd.sh stop DIR    if this run started the daemon: destroy the test domains left
+#                           (names starting vmsnap-test-), stop
 #                           the daemons this script started in DIR, remove DIR
 # Needs root (qemu:///system) and Debian libvirt-daemon, libvirt-daemon-driver-qemu,
 # libvirt-clients and qemu-system-x86. A libvirtd that was already running is used as it
@@ -75,13 +76,15 @@ stop_pid() {
 }
 
 stop() {
-    if answers; then
-        for domain in $(virsh -c "$uri" list --all --name 2>/dev/null | grep '^vmsnap-test-' || true); do
-            virsh -c "$uri" destroy "$domain" >/dev/null 2>&1 || true
-            virsh -c "$uri" undefine "$domain" --snapshots-metadata >/dev/null 2>&1 || true
-        done
-    fi
+    # Only the daemon's starter sweeps up test domains left by a crash: a run that reused a
+    # daemon must not destroy the guests of the run (a CI job, a demo) that started it.
     if [ ! -f "$dir/reused" ]; then
+        if answers; then
+            for domain in $(virsh -c "$uri" list --all --name 2>/dev/null | grep '^vmsnap-test-' || true); do
+                virsh -c "$uri" destroy "$domain" >/dev/null 2>&1 || true
+                virsh -c "$uri" undefine "$domain" --snapshots-metadata >/dev/null 2>&1 || true
+            done
+        fi
         stop_pid "$dir/libvirtd.pid"
         stop_pid "$dir/virtlogd.pid"
     fi

@@ -21,7 +21,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from tests.support import Config, write_config
+from tests.support import Config, vm_tables, write_config
 from vmsnap import Controller
 from vmsnap.adapters.simulator import SimulatorWorld
 
@@ -138,15 +138,7 @@ def world_config(
                 "delay_s": dict(vendor.delay_s),
             }
         )
-    vms = [
-        {
-            "id": vm_id,
-            "hypervisor": hv,
-            "power_state": power,
-            "volumes": [{"id": v, "pool": p, "type": t} for v, p, t in volumes],
-        }
-        for vm_id, (hv, power, volumes) in VMS.items()
-    ]
+    vms = vm_tables(VMS)
     return Config(
         hypervisors=hypervisors,
         pools=pools,

@@ -104,6 +104,23 @@ class Config:
         return attrs.evolve(self, tables=(*self.tables, *tables))
 
 
+#: VM id -> (hypervisor, power state, [(volume id, pool id, volume type)])
+VmWorld = Mapping[str, tuple[str, str, Sequence[tuple[str, str, str]]]]
+
+
+def vm_tables(vms: VmWorld) -> list[dict[str, Any]]:
+    """The ``[[vms]]`` tables of a world of VMs."""
+    return [
+        {
+            "id": vm_id,
+            "hypervisor": hv,
+            "power_state": power,
+            "volumes": [{"id": v, "pool": p, "type": t} for v, p, t in volumes],
+        }
+        for vm_id, (hv, power, volumes) in vms.items()
+    ]
+
+
 def write_config(folder: Path, config: Config, filename: str = "vmsnap.toml") -> Path:
     """
     Write ``config`` as ``folder/filename`` (creating ``folder``) and return its path.

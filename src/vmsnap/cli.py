@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", "write a demo config and world, and tell the whole story", handlers.demo
     )
     demo.add_argument("--dir", help="folder for the demo (default: a new temporary folder)")
+    demo.add_argument(
+        "--no-real-guest",
+        action="store_true",
+        help="leave out the chapter that boots a real QEMU guest (it takes a while)",
+    )
     _inventory_commands(commands)
     _vm_snapshot_commands(commands)
     _volume_snapshot_commands(commands)

@@ -171,7 +171,11 @@ def list_of(
 def demo(args: argparse.Namespace) -> int:
     from vmsnap.demo import run_demo
 
-    return run_demo(Path(args.dir) if args.dir else None, as_json=args.json)
+    return run_demo(
+        Path(args.dir) if args.dir else None,
+        as_json=args.json,
+        real_guest=not args.no_real_guest,
+    )
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ vmsnap uses, relative paths resolved against the config file's folder (ADR 0017)
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = [
     "STORAGE_OPS",
     "VOLUME_TYPES",
     "ApiKey",
+    "ApiSettings",
     "Config",
     "HypervisorConfig",
     "Limits",
@@ -91,6 +93,23 @@ class ApiKey:
     api_key: str
     secret_env: str | None = None
     secret_file: Path | None = None
+    # The account whose VMs a "user" key sees and acts on (default: the user's name).
+    account: str | None = None
+    role: str = "admin"  # "admin" | "user"; a key without a role stays admin
+
+    @property
+    def account_name(self) -> str:
+        return self.account or self.user
+
+
+@attrs.frozen
+class ApiSettings:
+    """``[api]``: the bounds of ``serve`` (CONTRACT.md, second round; ADR 0022)."""
+
+    max_body_bytes: int = 1 << 20
+    read_timeout_s: float = 10.0
+    max_connections: int = 200
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
 @attrs.frozen
@@ -109,6 +128,9 @@ class Config:
     path: Path | None = None
     store_cipher: str | None = None  # "aes": events encrypted at rest (key from the env)
     store_compress: bool = False
+    api: ApiSettings = ApiSettings()
+    # VM id -> the account that owns it ([[vms]] account); VMs without one: admins only.
+    vm_accounts: Mapping[str, str] = attrs.field(factory=dict)
 
     def hypervisor(self, name: str) -> HypervisorConfig:
         return next(h for h in self.hypervisors if h.name == name)
@@ -171,6 +193,8 @@ def parse(raw: Mapping[str, Any], folder: Path, path: Path | None = None) -> Con
         path,
         store_cipher=doc.store.cipher,
         store_compress=doc.store.compress,
+        api=_api(doc.api),
+        vm_accounts={v.id: v.account for v in doc.vms if v.account is not None},
     )
 
 
@@ -233,7 +257,20 @@ def _api_key(index: int, t: schema.ApiKeyTable, folder: Path) -> ApiKey:
             "give exactly one of secret_env or secret_file"
         )
     file = None if t.secret_file is None else folder / t.secret_file
-    return ApiKey(t.user, t.api_key, t.secret_env, file)
+    return ApiKey(t.user, t.api_key, t.secret_env, file, t.account, t.role)
+
+
+def _api(t: schema.ApiTable) -> ApiSettings:
+    proxies = []
+    for i, text in enumerate(t.trusted_proxies):
+        try:
+            proxies.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"config: [api] trusted_proxies[{i}] must be an address or a network "
+                f"(got {text[:40]!r})"
+            ) from None
+    return ApiSettings(t.max_body_bytes, t.read_timeout_s, t.max_connections, tuple(proxies))
 
 
 def _indexed(table: str, values: list[str]) -> list[tuple[str, str]]:

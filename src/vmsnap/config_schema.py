@@ -38,7 +38,10 @@ STORAGE_OPS = (
 )
 FAULTS = ("fail",)
 DEFAULT_STORE = "sqlite:///vmsnap.db"
+ROLES = ("admin", "user")
 CIPHERS = ("aes",)
+ROLES = ("admin", "user")
+MAX_BODY_BYTES = 1 << 30
 # The longest wait vmsnap accepts: a thread join or a sleep longer than about 9.2e9 s
 # overflows the platform's clock (threading.TIMEOUT_MAX).
 MAX_SECONDS = 1e9
@@ -60,9 +63,10 @@ class KeyOf:
 
 @attrs.frozen
 class AtLeast:
-    """A whole number (not a boolean) >= ``minimum``."""
+    """A whole number (not a boolean) >= ``minimum`` (and <= ``maximum`` when given)."""
 
     minimum: int
+    maximum: int | None = None
 
 
 @attrs.frozen
@@ -186,6 +190,7 @@ class VmTable:
     power_state: Annotated[str, OneOf(POWER_STATES)] = "Running"
     volumes: list[VolumeTable] = attrs.field(factory=list)
     domain: str | None = None
+    account: Text | None = None
 
 
 @attrs.frozen
@@ -198,11 +203,21 @@ class ApiKeyTable:
     api_key: Text
     secret_env: Text | None = None
     secret_file: Text | None = None
+    account: Text | None = None
+    role: Annotated[str, OneOf(ROLES)] = "admin"
 
 
 @attrs.frozen
 class ApiTable:
     keys: list[ApiKeyTable] = attrs.field(factory=list)
+    # Request bodies longer than this are refused (413) while they are read.
+    max_body_bytes: Annotated[int, AtLeast(1024, MAX_BODY_BYTES)] = 1 << 20
+    # How long a client may take to send a request's headers, or its body.
+    read_timeout_s: Annotated[float, Seconds()] = 10.0
+    # The most connections served at once; more are answered 503 (uvicorn).
+    max_connections: Annotated[int, AtLeast(1, 100_000)] = 200
+    # Peers whose X-Forwarded-For is believed (addresses or networks, e.g. "10.0.0.0/8").
+    trusted_proxies: list[Text] = attrs.field(factory=list)
 
 
 @attrs.frozen

@@ -213,6 +213,8 @@ def _key_of(mark: schema.KeyOf, value: Any) -> str:
 def _at_least(mark: schema.AtLeast, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < mark.minimum:
         raise Invalid(f"must be a whole number >= {mark.minimum} (got {show(value)})")
+    if mark.maximum is not None and value > mark.maximum:
+        raise Invalid(f"must be a whole number <= {mark.maximum} (got {show(value)})")
     return value
 
 

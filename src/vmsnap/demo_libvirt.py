@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 from vmsnap.controller import Controller
@@ -86,8 +87,14 @@ def write(folder: Path) -> Path:
 
 
 def snapshots_on_disk(folder: Path) -> str:
+    files = sorted((folder / "libvirt").glob("pool-*/*.qcow2"))
+    return snapshots_listing(((f"{f.parent.name}/{f.name}", f) for f in files), none="(none)")
+
+
+def snapshots_listing(files: Iterable[tuple[str, Path]], *, none: str) -> str:
+    """One line per qcow2 file: its internal snapshots (read while QEMU may hold it)."""
     lines = []
-    for file in sorted((folder / "libvirt").glob("pool-*/*.qcow2")):
+    for label, file in files:
         out = subprocess.run(
             ["qemu-img", "snapshot", "-l", "-U", str(file)],
             capture_output=True,
@@ -95,7 +102,7 @@ def snapshots_on_disk(folder: Path) -> str:
             check=False,
         ).stdout
         names = [ln.split()[1] for ln in out.splitlines()[2:] if ln.split()]
-        lines.append(f"{file.parent.name}/{file.name}: {', '.join(names) or '(none)'}")
+        lines.append(f"{label}: {', '.join(names) or none}")
     return "\n".join(lines)
 
 

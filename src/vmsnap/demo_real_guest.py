@@ -11,17 +11,12 @@ The CLI's demo calls ``available()`` and then ``tell(folder)``, as for
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import subprocess
 import sys
-import tempfile
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from vmsnap.controller import Controller
+from vmsnap.demo_libvirt import snapshots_listing
 
 
 def _checkout() -> Path | None:
@@ -45,27 +40,6 @@ def available() -> str | None:
     return missing()
 
 
-@contextlib.contextmanager
-def _guest(folder: Path) -> Iterator[Any]:
-    from tests.realguest.guest import BUILD_GUEST, LIBVIRTD, Guest, run
-
-    daemon = tempfile.mkdtemp(prefix="vmsnap-libvirtd.")
-    images = Path(tempfile.mkdtemp(prefix="vmsnap-guest.", dir=folder))
-    images.chmod(0o755)
-    guest = None
-    try:
-        uri = run(LIBVIRTD, "start", daemon).stdout.strip()
-        kernel = Path(run(BUILD_GUEST).stdout.strip())
-        guest = Guest(uri, f"vmsnap-test-demo-{uuid.uuid4().hex[:6]}", images, kernel)
-        guest.boot()
-        yield guest
-    finally:
-        if guest is not None:
-            guest.close()
-        run(LIBVIRTD, "stop", daemon, check=False)
-        shutil.rmtree(images, ignore_errors=True)
-
-
 def _config(folder: Path, guest: Any) -> Path:
     from tests.realguest.guest import VOLUMES
     from tests.toml_text import toml_table
@@ -87,17 +61,7 @@ def _config(folder: Path, guest: Any) -> Path:
 
 
 def _on_disk(guest: Any) -> str:
-    lines = []
-    for volume, file in guest.files.items():
-        out = subprocess.run(
-            ["qemu-img", "snapshot", "-l", "-U", str(file)],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
-        names = [ln.split()[1] for ln in out.splitlines()[2:] if ln.split()]
-        lines.append(f"{volume}: {', '.join(names) or '(no internal snapshot)'}")
-    return "\n".join(lines)
+    return snapshots_listing(guest.files.items(), none="(no internal snapshot)")
 
 
 def tell(folder: Path) -> list[tuple[str, str]]:
@@ -106,7 +70,9 @@ def tell(folder: Path) -> list[tuple[str, str]]:
     the story. The guest and its libvirtd are gone afterwards.
     """
     story = []
-    with _guest(folder) as guest:
+    from tests.realguest.guest import running_guest
+
+    with running_guest("demo", folder) as guest:
         guest.write("/mnt/vda/motd", "before the snapshot")
         with Controller.from_config(_config(folder, guest)) as c:
             snap = c.create_vm_snapshot("vm-real", name="nightly", quiesce=True)

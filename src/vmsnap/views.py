@@ -43,6 +43,8 @@ class VmSnapshotView:
     hypervisor: str
     created: str
     updated: str
+    #: How long the guest stayed frozen: the freeze's answer to the thaw's (None: never).
+    frozen_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
@@ -59,6 +61,8 @@ class VolumeSnapshotView:
     quiesced: bool
     error: str | None
     created: str
+    #: How long the guest stayed frozen: the freeze's answer to the thaw's (None: never).
+    frozen_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)

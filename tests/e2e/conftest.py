@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tests.support import Config
+from tests.support import Config, vm_tables
 
 TIMEOUT_S = 120  # the longest one command may take before the test fails
 STATE_FILE = "sim-state.db"
@@ -132,15 +132,7 @@ def e2e_config(
                 "delay_s": dict(netapp_delay_s or {}) if netapp else {},
             }
         )
-    vms = [
-        {
-            "id": vm_id,
-            "hypervisor": hv,
-            "power_state": power,
-            "volumes": [{"id": v, "pool": p, "type": t} for v, p, t in volumes],
-        }
-        for vm_id, (hv, power, volumes) in VMS.items()
-    ]
+    vms = vm_tables(VMS)
     return Config(
         hypervisors=hypervisors,
         pools=pools,

@@ -26,7 +26,8 @@ def test_demo_tells_the_story_in_a_folder_whose_config_the_other_commands_then_u
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "demo"
-    code, out, err = run("demo", "--dir", folder, cwd=tmp_path)
+    # The real-guest chapter has its own test (tests/realguest/test_demo_chapter.py).
+    code, out, err = run("demo", "--dir", folder, "--no-real-guest", cwd=tmp_path)
     assert code == 0, err
     assert out.strip(), "the demo told nothing"
     config = folder / "vmsnap.toml"
@@ -68,7 +69,9 @@ def test_demo_tells_the_story_in_a_folder_whose_config_the_other_commands_then_u
 def test_demo_with_json_prints_one_json_document_and_uses_a_new_temporary_folder(
     tmp_path: Path,
 ) -> None:
-    code, out, err = run("demo", "--json", cwd=tmp_path, env={"TMPDIR": str(tmp_path)})
+    code, out, err = run(
+        "demo", "--json", "--no-real-guest", cwd=tmp_path, env={"TMPDIR": str(tmp_path)}
+    )
     assert code == 0, err
     assert json.loads(out), "the demo's JSON document is empty"
     assert list(tmp_path.glob("*/vmsnap.toml")), "the demo wrote no config in a temporary folder"

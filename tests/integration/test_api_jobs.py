@@ -135,3 +135,75 @@ def test_an_unknown_job_is_a_431(controller: Controller, job_id: str) -> None:
         jobs.get(job_id, lambda j: None)
     assert info.value.code == 431
     jobs.close()
+
+
+def test_a_job_queued_behind_busy_workers_is_answered_at_once(controller: Controller) -> None:
+    """One client's many jobs park no request thread: a queued job is settled at once."""
+    jobs = Jobs(controller, workers=1)
+    release = threading.Event()
+    settled: list[str] = []
+
+    def hang(on_claimed: Callable[[str], None]) -> Outcome:
+        release.wait(60)
+        return {}, None, None
+
+    try:
+        running = jobs.submit(
+            Principal("admin", "AK", "q1"),
+            "createSnapshot",
+            {},
+            None,
+            hang,
+            on_settled=lambda: settled.append("running"),
+        )
+        queued = jobs.submit(
+            Principal("admin", "AK", "q2"),
+            "createSnapshot",
+            {},
+            None,
+            hang,
+            on_settled=lambda: settled.append("queued"),
+        )
+        assert settled == ["queued"]  # answered with its id; the running one is not yet
+        assert (running.status, queued.status) == (PENDING, PENDING)
+        release.set()
+    finally:
+        jobs.close()
+    assert sorted(settled) == ["queued", "running"]
+
+
+def test_a_failed_job_may_be_retried_with_the_same_signed_request(controller: Controller) -> None:
+    jobs = Jobs(controller)
+
+    def busy(on_claimed: Callable[[str], None]) -> Outcome:
+        return None, 530, "VM vm-1 has an operation in progress"
+
+    def works(on_claimed: Callable[[str], None]) -> Outcome:
+        on_claimed(SNAPSHOT)
+        return {}, None, None
+
+    principal = Principal("admin", "AK", "same-signed-request")
+    try:
+        first = jobs.submit(principal, "createVMSnapshot", {}, None, busy)
+        retry = jobs.submit(principal, "createVMSnapshot", {}, None, works)
+        with pytest.raises(Unauthenticated):  # it succeeded: a third copy is a replay
+            jobs.submit(principal, "createVMSnapshot", {}, None, works)
+    finally:
+        jobs.close()
+    assert (first.status, retry.status) == (FAILED, SUCCEEDED)
+    assert first.id != retry.id
+
+
+def test_without_expires_every_request_is_a_job_of_its_own(controller: Controller) -> None:
+    jobs = Jobs(controller)
+    unguarded = Principal("admin", "AK", "no-expires", guarded=False)
+
+    def works(on_claimed: Callable[[str], None]) -> Outcome:
+        return {}, None, None
+
+    try:
+        one = jobs.submit(unguarded, "createSnapshot", {}, None, works)
+        two = jobs.submit(unguarded, "createSnapshot", {}, None, works)
+    finally:
+        jobs.close()
+    assert one.id != two.id

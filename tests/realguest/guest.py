@@ -14,6 +14,9 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -255,3 +258,27 @@ class Guest:
         with contextlib.suppress(libvirt.libvirtError):  # the agent may die mid-answer
             self.start_sh("touch /run/no-agent; sleep 0.2; killall qemu-ga")
         wait_for(lambda: not self.agent_answers(), 30, "the guest agent to die")
+
+
+@contextlib.contextmanager
+def running_guest(label: str, parent: Path | None = None) -> Iterator[Guest]:
+    """
+    A booted test guest under a libvirtd of its own (the demo's and the benchmark's),
+    named ``vmsnap-test-<label>-...``, its images in a new folder under ``parent``; the
+    guest, its images and its libvirtd are gone afterwards.
+    """
+    daemon = tempfile.mkdtemp(prefix="vmsnap-libvirtd.")
+    images = Path(tempfile.mkdtemp(prefix="vmsnap-guest.", dir=parent))
+    images.chmod(0o755)  # libvirtd and QEMU read the images
+    guest = None
+    try:
+        uri = run(LIBVIRTD, "start", daemon).stdout.strip()
+        kernel = Path(run(BUILD_GUEST).stdout.strip())
+        guest = Guest(uri, f"vmsnap-test-{label}-{uuid.uuid4().hex[:6]}", images, kernel)
+        guest.boot()
+        yield guest
+    finally:
+        if guest is not None:
+            guest.close()
+        run(LIBVIRTD, "stop", daemon, check=False)
+        shutil.rmtree(images, ignore_errors=True)

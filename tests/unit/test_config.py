@@ -70,6 +70,7 @@ FULL: dict[str, Any] = {
             "hypervisor": "esx1",
             "power_state": "Stopped",
             "domain": "web1",
+            "account": "acme",
             "volumes": [
                 {"id": "vol-1", "pool": "primary-1", "type": "ROOT"},
                 {"id": "vol-2", "pool": "netapp-1", "type": "DATADISK"},
@@ -80,8 +81,18 @@ FULL: dict[str, Any] = {
     "api": {
         "keys": [
             {"user": "admin", "api_key": "AK1", "secret_env": "VMSNAP_SECRET_ADMIN"},
-            {"user": "ops", "api_key": "AK2", "secret_file": "ops.secret"},
-        ]
+            {
+                "user": "ops",
+                "api_key": "AK2",
+                "secret_file": "ops.secret",
+                "account": "acme",
+                "role": "user",
+            },
+        ],
+        "max_body_bytes": 4096,
+        "read_timeout_s": 2.5,
+        "max_connections": 50,
+        "trusted_proxies": ["10.0.0.0/8", "::1"],
     },
 }
 
@@ -109,7 +120,11 @@ NAME_MAPS: dict[KeyPath, tuple[str, ...]] = {
     ("pools", 1, "delay_s"): schema.STORAGE_OPS,
     ("pools", 1, "capabilities"): ("VOLUME_SNAPSHOT_QUIESCEVM", "STORAGE_SYSTEM_SNAPSHOT"),
 }
-TIMEOUTS: list[KeyPath] = [("limits", "quiesce_deadline_s"), ("limits", "operation_timeout_s")]
+TIMEOUTS: list[KeyPath] = [
+    ("limits", "quiesce_deadline_s"),
+    ("limits", "operation_timeout_s"),
+    ("api", "read_timeout_s"),
+]
 DELAYS: list[KeyPath] = [
     ("hypervisors", 0, "delay_s", "take_vm_snapshot"),
     ("pools", 1, "delay_s", "delete_snapshot"),
@@ -211,10 +226,14 @@ def test_every_key_of_the_full_config_reaches_the_config() -> None:
         ("vol-1", "vm-1", "primary-1", "ROOT"),
         ("vol-2", "vm-1", "netapp-1", "DATADISK"),
     ]
-    assert [(k.user, k.secret_env) for k in config.api_keys] == [
-        ("admin", "VMSNAP_SECRET_ADMIN"),
-        ("ops", None),
+    assert [(k.user, k.secret_env, k.account_name, k.role) for k in config.api_keys] == [
+        ("admin", "VMSNAP_SECRET_ADMIN", "admin", "admin"),
+        ("ops", None, "acme", "user"),
     ]
+    assert config.vm_accounts == {"vm-1": "acme"}
+    api = config.api
+    assert (api.max_body_bytes, api.read_timeout_s, api.max_connections) == (4096, 2.5, 50)
+    assert [str(n) for n in api.trusted_proxies] == ["10.0.0.0/8", "::1/128"]
 
 
 def test_the_defaults_are_todays() -> None:
@@ -230,6 +249,13 @@ def test_the_defaults_are_todays() -> None:
         "max_parallel_driver_calls": 8,
     }
     assert (config.hypervisors, config.pools, config.vms, config.api_keys) == ((), (), (), ())
+    assert attrs.asdict(config.api) == {
+        "max_body_bytes": 1 << 20,
+        "read_timeout_s": 10.0,
+        "max_connections": 200,
+        "trusted_proxies": (),
+    }
+    assert config.vm_accounts == {}
     doc = full()
     del doc["pools"][0]["name"], doc["hypervisors"][1]["uri"]
     del doc["vms"][0]["volumes"][1]["type"], doc["pools"][1]["capabilities"]
@@ -384,9 +410,9 @@ def test_every_one_edit_misspelling_of_every_key_suggests_that_key(cl: type) -> 
 
 
 def test_a_key_like_no_known_one_lists_the_known_ones() -> None:
-    assert refused(with_value(("api", "keys", 0, "role"), "admin")) == (
-        "config: unknown key [[api.keys]][0].role "
-        "(expected one of: user, api_key, secret_env, secret_file)"
+    assert refused(with_value(("api", "keys", 0, "zzz"), "admin")) == (
+        "config: unknown key [[api.keys]][0].zzz "
+        "(expected one of: user, api_key, secret_env, secret_file, account, role)"
     )
 
 
@@ -528,6 +554,7 @@ def test_any_seconds_in_range_are_kept(path: KeyPath, value: float) -> None:
     kept = {
         "quiesce_deadline_s": config.limits.quiesce_deadline_s,
         "operation_timeout_s": config.limits.operation_timeout_s,
+        "read_timeout_s": config.api.read_timeout_s,
         "take_vm_snapshot": config.hypervisors[0].delay_s.get("take_vm_snapshot"),
         "delete_snapshot": config.pools[1].delay_s.get("delete_snapshot"),
     }
@@ -733,3 +760,31 @@ def test_the_cli_refuses_a_misspelt_key_with_exit_2_one_line_and_nothing_recorde
         "error: config: unknown key [[pools]][0].fault (did you mean 'faults'?)\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["typo.toml"]
+
+
+# -- [api]: accounts, roles and bounds (#16) -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("api", "keys", 0, "role"), "root", "[[api.keys]][0].role must be one of"),
+        (("api", "max_body_bytes"), 1023, "[api] max_body_bytes must be a whole number >= 1024"),
+        (("api", "max_body_bytes"), 1 << 31, "[api] max_body_bytes must be a whole number <="),
+        (("api", "max_connections"), 10**6, "[api] max_connections must be a whole number <="),
+        (("api", "trusted_proxies"), ["not-an-address"], "[api] trusted_proxies[0] must be an"),
+        (("api", "trusted_proxies"), "10.0.0.1", "[api] trusted_proxies must be an array"),
+        (("vms", 0, "account"), " ", "[[vms]][0].account must"),
+        (("api", "max_connections"), 0, "[api] max_connections must be a whole number >= 1"),
+        (("api", "max_connections"), True, "[api] max_connections must be a whole number"),
+    ],
+)
+def test_api_accounts_roles_and_bounds_are_checked(path: KeyPath, value: Any, message: str) -> None:
+    assert message in refused(with_value(path, value))
+
+
+def test_a_key_without_role_stays_admin_and_its_account_is_its_user() -> None:
+    doc = full()
+    del doc["api"]["keys"][1]["role"], doc["api"]["keys"][1]["account"]
+    ops = parse(doc, FOLDER).api_keys[1]
+    assert (ops.role, ops.account_name) == ("admin", "ops")

@@ -84,7 +84,7 @@ def test_every_stable_topic_still_resolves_to_an_event_class(topic: str) -> None
 def test_the_demo_story_stores_only_stable_topics(tmp_path: Path) -> None:
     import sqlite3
 
-    assert run_demo(tmp_path, as_json=True) == 0
+    assert run_demo(tmp_path, as_json=True, real_guest=False) == 0
     with sqlite3.connect(tmp_path / "vmsnap.db") as db:
         stored = {row[0] for row in db.execute("SELECT DISTINCT topic FROM stored_events")}
     assert stored, "the demo recorded events"

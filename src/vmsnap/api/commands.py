@@ -1,18 +1,22 @@
 """
 The CloudStack commands vmsnap serves: parameters checked as CloudStack names them,
-answers in CloudStack's shapes, changes run as async jobs (ADR 0013).
+answers in CloudStack's shapes, changes run as async jobs (ADR 0013), each caller
+confined to what its account may see (ADR 0022).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+import logging
+import threading
+from collections.abc import Callable
 
+import attrs
 from eventsourcing.persistence import PersistenceError
 
-from vmsnap.api import responses
-from vmsnap.api.auth import Authenticator, Principal
+from vmsnap.api import catalog, responses
+from vmsnap.api.access import Inventory, Principal, can_act
+from vmsnap.api.auth import Authenticator
 from vmsnap.api.errors import (
     CONFLICT,
     INTERNAL_ERROR,
@@ -22,79 +26,132 @@ from vmsnap.api.errors import (
     Unauthenticated,
 )
 from vmsnap.api.jobs import Jobs, Outcome
+from vmsnap.api.lists import Lists
+from vmsnap.api.params import Doc, Params, boolean, no_such, required
+from vmsnap.api.refusals import RefusalCounter
 from vmsnap.controller import Controller
 from vmsnap.domain.api_job import FAILED, PENDING, SUCCEEDED, ApiJob
 from vmsnap.domain.api_refusal import ApiRefusal
 from vmsnap.domain.exceptions import InvalidRequest, OperationInProgress
 from vmsnap.domain.rules import check_text
-from vmsnap.domain.workflow import IN_PROGRESS, REMOVED
+from vmsnap.domain.workflow import IN_PROGRESS
 from vmsnap.views import VmSnapshotView, VolumeSnapshotView
 
-Doc = dict[str, Any]
-Params = Mapping[str, str]
-#: Parameters that sign a request rather than say what it asks; not kept in jobs.
-SIGNING = {"apikey", "signature", "signatureversion", "expires", "response", "command"}
+LOG = logging.getLogger("vmsnap.api")
 #: The CloudStack command classes, for the ``cmd`` of a job.
 COMMAND_CLASSES = {
     "createVMSnapshot": "org.apache.cloudstack.api.command.user.vmsnapshot.CreateVMSnapshotCmd",
     "revertToVMSnapshot": "org.apache.cloudstack.api.command.user.vmsnapshot.RevertToVMSnapshotCmd",
     "deleteVMSnapshot": "org.apache.cloudstack.api.command.user.vmsnapshot.DeleteVMSnapshotCmd",
     "createSnapshot": "org.apache.cloudstack.api.command.user.snapshot.CreateSnapshotCmd",
+    "deleteSnapshot": "org.apache.cloudstack.api.command.user.snapshot.DeleteSnapshotCmd",
 }
+VOLUME_COMMANDS = ("createSnapshot", "deleteSnapshot")
 MAX_RECORDED = 128  # caller-supplied text kept in a refusal event is cut to this length
+Answer = tuple[int, Doc]
+
+
+@attrs.frozen
+class Deferred:
+    """A submitted job whose answer waits for its claim (:meth:`CloudStackApi.handle`)."""
+
+    command: str
+    job: ApiJob
+
+    def resolve(self) -> Answer:
+        return _accepted(self.command, self.job)
 
 
 class CloudStackApi:
     """
-    Answers one request (its parameters as sent) with an HTTP status and a JSON body.
+    Answers one request (its parameters as sent) with an HTTP status and a body.
     """
 
-    def __init__(self, controller: Controller, auth: Authenticator, jobs: Jobs) -> None:
+    def __init__(
+        self,
+        controller: Controller,
+        auth: Authenticator,
+        jobs: Jobs,
+        inventory: Inventory | None = None,
+        refusals: RefusalCounter | None = None,
+    ) -> None:
         self._ctl = controller
         self._auth = auth
         self._jobs = jobs
-        self._commands: dict[str, Callable[[Principal, Params], Doc]] = {
+        self._inv = inventory or Inventory()
+        self.refusals = refusals or RefusalCounter()
+        self._lists = lists = Lists(controller, self._inv)
+        self._commands: dict[str, Callable[[Principal, Params], Doc | Deferred]] = {
             "createvmsnapshot": self._create_vm_snapshot,
             "reverttovmsnapshot": self._revert,
             "deletevmsnapshot": self._delete,
-            "listvmsnapshot": self._list_vm_snapshots,
             "createsnapshot": self._create_snapshot,
-            "listsnapshots": self._list_snapshots,
-            "liststoragepools": self._list_pools,
-            "listvolumes": self._list_volumes,
+            "deletesnapshot": self._delete_snapshot,
             "queryasyncjobresult": self._query_job,
+            "listasyncjobs": self._list_jobs,
+            "listvmsnapshot": lists.list_vm_snapshots,
+            "listsnapshots": lists.list_snapshots,
+            "liststoragepools": lists.list_pools,
+            "listvolumes": lists.list_volumes,
+            "listvirtualmachines": lists.list_vms,
+            "listzones": lists.list_zones,
+            "listcapabilities": lists.list_capabilities,
+            "listapis": lists.list_apis,
         }
+        self._call = threading.local()  # this request's on_settled (one per thread)
 
-    def handle(self, params: Params, remote: str | None) -> tuple[int, Doc]:
+    def handle(
+        self,
+        params: Params,
+        remote: str | None,
+        on_settled: Callable[[], None] | None = None,
+    ) -> Answer | Deferred:
+        """
+        The answer to one request. With ``on_settled``, a submitted job is answered by a
+        :class:`Deferred`, to resolve once ``on_settled`` was called (or after a while):
+        the caller waits without holding a thread.
+        """
         lower = {k.lower(): v for k, v in params.items()}
         command = lower.get("command", "").lower() or None
         try:
             principal = self._auth.authenticate(params)
-            if lower.get("response", "json").lower() != "json":
-                raise ApiError(PARAM_ERROR, "only response=json is served")
-            handler = self._commands.get(command or "")
-            if handler is None:
+            cmd = catalog.BY_NAME.get(command or "")
+            if cmd is None or (cmd.admin and not principal.is_admin):
                 raise ApiError(
                     UNSUPPORTED_ACTION_ERROR,
-                    f"The given command {command!r} does not exist or it is not available",
+                    "The given command does not exist or it is not available for the user",
                 )
-            return 200, {f"{command}response": handler(principal, lower)}
+            p = catalog.known_params(cmd, lower)  # anything else is dropped, never stored
+            self._call.on_settled = on_settled
+            done = self._commands[cmd.name.lower()](principal, p)
+            if isinstance(done, Deferred):
+                return done
+            return 200, {f"{command}response": done}
         except Unauthenticated as e:
-            self._record_refusal(e.reason, command, lower.get("apikey"), remote)
+            self._refused(e.reason, command, lower.get("apikey"), remote)
             return e.code, responses.error(command, e.code, e.text)
         except ApiError as e:
-            return e.code, responses.error(command, e.code, e.text)
+            return e.code, responses.error(command, e.code, e.text, e.cs_code)
         except OperationInProgress as e:
-            return CONFLICT, responses.error(command, CONFLICT, str(e))
+            return CONFLICT, responses.error(command, CONFLICT, str(e), responses.CS_CONCURRENT)
         except InvalidRequest as e:
             return PARAM_ERROR, responses.error(command, PARAM_ERROR, str(e))
-        except Exception as e:  # answered as CloudStack does (530), the server goes on
-            text = f"{type(e).__name__}: {e}"
+        except Exception:  # answered as CloudStack does (530); the details go to the log
+            LOG.exception("the API failed to answer %s", command)
+            text = "internal error: the request could not be completed"
             return INTERNAL_ERROR, responses.error(command, INTERNAL_ERROR, text)
 
-    def _record_refusal(
+    def _refused(
         self, reason: str, command: str | None, api_key: str | None, remote: str | None
     ) -> None:
+        """
+        A replay was signed by a known key: kept for auditors. Any other refusal is
+        unauthenticated: counted and logged (rate-limited), never stored (ADR 0022).
+        """
+        if reason != "replayed":
+            self.refusals.refused(reason, remote)
+            return
+
         def cut(text: str | None) -> str | None:
             return None if text is None else text[:MAX_RECORDED]
 
@@ -104,59 +161,65 @@ class CloudStackApi:
 
     # Async commands ---------------------------------------------------------------
 
-    def _create_vm_snapshot(self, principal: Principal, p: Params) -> Doc:
-        vm_id = _required(p, "virtualmachineid")
-        self._known_vm(vm_id)
+    def _create_vm_snapshot(self, principal: Principal, p: Params) -> Doc | Deferred:
+        vm_id = self._lists.vm(principal, required(p, "virtualmachineid"))
         name, description = p.get("name"), p.get("description")
         check_text("name", name)
         check_text("description", description)
-        memory, quiesce = _bool(p, "snapshotmemory"), _bool(p, "quiescevm")
+        memory, quiesce = boolean(p, "snapshotmemory"), boolean(p, "quiescevm")
 
         def work(on_claimed: Callable[[str], None]) -> Outcome:
             view = self._ctl.create_vm_snapshot(
                 vm_id, name, description, memory=memory, quiesce=quiesce, on_claimed=on_claimed
             )
-            return _outcome("createVMSnapshot", view)
+            return self._outcome("createVMSnapshot", view)
 
         return self._submit(principal, "createVMSnapshot", p, None, work)
 
-    def _revert(self, principal: Principal, p: Params) -> Doc:
-        sid = self._vm_snapshot_id(p)
+    def _revert(self, principal: Principal, p: Params) -> Doc | Deferred:
+        sid = self._lists.vm_snapshot(principal, required(p, "vmsnapshotid"), "vmsnapshotid").id
 
         def work(on_claimed: Callable[[str], None]) -> Outcome:
             view = self._ctl.revert_vm_snapshot(sid, on_claimed=on_claimed)
-            return _outcome("revertToVMSnapshot", view)
+            return self._outcome("revertToVMSnapshot", view)
 
         return self._submit(principal, "revertToVMSnapshot", p, sid, work)
 
-    def _delete(self, principal: Principal, p: Params) -> Doc:
-        sid = self._vm_snapshot_id(p)
+    def _delete(self, principal: Principal, p: Params) -> Doc | Deferred:
+        sid = self._lists.vm_snapshot(principal, required(p, "vmsnapshotid"), "vmsnapshotid").id
 
         def work(on_claimed: Callable[[str], None]) -> Outcome:
             view = self._ctl.delete_vm_snapshot(sid, on_claimed=on_claimed)
-            return _outcome("deleteVMSnapshot", view)
+            return self._outcome("deleteVMSnapshot", view)
 
         return self._submit(principal, "deleteVMSnapshot", p, sid, work)
 
-    def _create_snapshot(self, principal: Principal, p: Params) -> Doc:
-        volume_id = _required(p, "volumeid")
-        self._known_volume(volume_id)
-        quiesce = _bool(p, "quiescevm")
+    def _create_snapshot(self, principal: Principal, p: Params) -> Doc | Deferred:
+        volume_id = required(p, "volumeid")
+        self._lists.volume_vm(principal, volume_id)
+        quiesce = boolean(p, "quiescevm")
 
         def work(on_claimed: Callable[[str], None]) -> Outcome:
             view = self._ctl.create_volume_snapshot(
                 volume_id, quiesce=quiesce, on_claimed=on_claimed
             )
-            return _outcome("createSnapshot", view)
+            return self._outcome("createSnapshot", view)
 
         return self._submit(principal, "createSnapshot", p, None, work)
 
-    def _vm_snapshot_id(self, p: Params) -> str:
-        sid = _required(p, "vmsnapshotid")
+    def _delete_snapshot(self, principal: Principal, p: Params) -> Doc | Deferred:
+        sid = required(p, "id")
         try:
-            return self._ctl.get_vm_snapshot(sid).id
+            view = self._ctl.get_volume_snapshot(sid)
         except InvalidRequest:
-            raise _no_such("vmsnapshotid", sid) from None
+            raise no_such("id", sid) from None
+        if not can_act(principal, view.vm_id, self._inv):
+            raise no_such("id", sid)
+
+        def work(on_claimed: Callable[[str], None]) -> Outcome:
+            return self._outcome("deleteSnapshot", self._ctl.delete_volume_snapshot(view.id))
+
+        return self._submit(principal, "deleteSnapshot", p, view.id, work)
 
     def _submit(
         self,
@@ -165,21 +228,53 @@ class CloudStackApi:
         p: Params,
         snapshot_id: str | None,
         work: Callable[[Callable[[str], None]], Outcome],
-    ) -> Doc:
-        params = {k: v for k, v in p.items() if k not in SIGNING}
-        job = self._jobs.submit(principal, command, params, snapshot_id, work)
-        if job.status == FAILED and job.snapshot_id is None:
-            # Refused before its VM was claimed (name taken, limit, VM busy): at once.
-            assert job.error_code is not None
-            raise ApiError(job.error_code, job.error_text or "refused")
-        answer: Doc = {"jobid": str(job.id)}
-        if job.snapshot_id is not None:
-            answer["id"] = job.snapshot_id
-        return answer
+    ) -> Doc | Deferred:
+        settled: Callable[[], None] | None = getattr(self._call, "on_settled", None)
+        job = self._jobs.submit(principal, command, dict(p), snapshot_id, work, on_settled=settled)
+        if settled is not None:
+            return Deferred(command, job)
+        status, body = _accepted(command, job)
+        if status != 200:
+            [doc] = body.values()
+            raise ApiError(status, doc["errortext"])
+        [doc] = body.values()
+        return dict(doc)
 
     def _query_job(self, principal: Principal, p: Params) -> Doc:
-        job = self._jobs.get(_required(p, "jobid"), self._conclude)
-        return _job(job)
+        jobid = required(p, "jobid")
+        job = self._jobs.get(jobid, self._conclude)
+        if not self._may_see(principal, job):
+            raise no_such("jobid", jobid)
+        return self._job_doc(job)
+
+    def _list_jobs(self, principal: Principal, p: Params) -> Doc:
+        visible = self._lists.scope(principal, p)
+        docs = []
+        for job_id in reversed(self._jobs.recent):  # newest first
+            job = self._jobs.get(str(job_id), self._conclude)
+            vm = self._job_vm(job)
+            if self._may_see(principal, job) and (vm is None or visible(vm)):
+                docs.append(self._job_doc(job))
+        return self._lists.listed("listasyncjobs", docs, p)
+
+    def _may_see(self, principal: Principal, job: ApiJob) -> bool:
+        if principal.is_admin:
+            return True
+        vm = self._job_vm(job)
+        return vm is not None and can_act(principal, vm, self._inv)
+
+    def _job_vm(self, job: ApiJob) -> str | None:
+        """The VM a job works on: from its snapshot, else from its parameters."""
+        with contextlib.suppress(InvalidRequest):
+            if job.snapshot_id is not None:
+                if job.command in VOLUME_COMMANDS:
+                    return self._ctl.get_volume_snapshot(job.snapshot_id).vm_id
+                return self._ctl.get_vm_snapshot(job.snapshot_id).vm_id
+            if "virtualmachineid" in job.params:
+                return job.params["virtualmachineid"]
+            volume = job.params.get("volumeid")
+            return next((v.vm_id for v in self._ctl.list_volumes() if v.id == volume), None)
+        return None
 
     def _conclude(self, job: ApiJob) -> Outcome | None:
         """
@@ -189,116 +284,63 @@ class CloudStackApi:
         if job.snapshot_id is None:
             return None, INTERNAL_ERROR, "the server stopped before the job claimed its VM"
         view: VmSnapshotView | VolumeSnapshotView
-        if job.command == "createSnapshot":
+        if job.command in VOLUME_COMMANDS:
             view = self._ctl.get_volume_snapshot(job.snapshot_id)
         else:
             view = self._ctl.get_vm_snapshot(job.snapshot_id)
         if view.state in IN_PROGRESS:
             return None
-        return _outcome(job.command, view)
+        return self._outcome(job.command, view)
 
-    # Lists ------------------------------------------------------------------------
+    def _outcome(self, command: str, view: VmSnapshotView | VolumeSnapshotView) -> Outcome:
+        if view.state == "failed" or (command == "revertToVMSnapshot" and view.error is not None):
+            return None, INTERNAL_ERROR, view.error or f"{command} failed"
+        if isinstance(view, VolumeSnapshotView):
+            snap = responses.volume_snapshot(view, self._inv.account_of(view.vm_id))
+            if command == "deleteSnapshot":
+                return {"success": True, "snapshot": snap}, None, None
+            return {"snapshot": snap}, None, None
+        doc = self._lists.vm_snapshot_doc(view)
+        if command == "revertToVMSnapshot":
+            vm = {"id": view.vm_id, "name": view.vm_id, "vmsnapshotid": view.id}
+            return {"virtualmachine": vm, "vmsnapshot": doc}, None, None
+        if command == "deleteVMSnapshot":
+            return {"success": True, "vmsnapshot": doc}, None, None
+        return {"vmsnapshot": doc}, None, None
 
-    def _list_vm_snapshots(self, principal: Principal, p: Params) -> Doc:
-        state, sid, vm_id = p.get("state"), p.get("vmsnapshotid"), p.get("virtualmachineid")
-        states = None
-        if state is not None:
-            states = {k for k, v in responses.VM_SNAPSHOT_STATES.items() if v == state}
-            if not states:
-                raise ApiError(PARAM_ERROR, f"Invalid parameter state value={state}")
-        # As CloudStack: an id that names nothing is a bad parameter, in lists too.
-        if sid is not None:
-            self._vm_snapshot_id(p)
-        if vm_id is not None:
-            self._known_vm(vm_id)
-        views = self._ctl.list_vm_snapshots(vm_id=vm_id, include_removed=state == "Removed")
-        items = [
-            responses.vm_snapshot(v)
-            for v in views
-            if (states is None or v.state in states)
-            and sid in (None, v.id)
-            and p.get("name", v.name) == v.name
-        ]
-        return _page("listvmsnapshot", items, p)
-
-    def _list_snapshots(self, principal: Principal, p: Params) -> Doc:
-        sid, volume_id = p.get("id"), p.get("volumeid")
-        if sid is not None:
-            try:
-                self._ctl.get_volume_snapshot(sid)
-            except InvalidRequest:
-                raise _no_such("id", sid) from None
-        if volume_id is not None:
-            self._known_volume(volume_id)
-        items = [
-            responses.volume_snapshot(v)
-            for v in self._ctl.list_volume_snapshots(volume_id)
-            if v.state != REMOVED and sid in (None, v.id)
-        ]
-        return _page("listsnapshots", items, p)
-
-    def _list_pools(self, principal: Principal, p: Params) -> Doc:
-        pools = self._ctl.list_pools()
-        pool_id = p.get("id")
-        if pool_id is not None and pool_id not in {v.id for v in pools}:
-            raise _no_such("id", pool_id)
-        items = [
-            responses.storage_pool(v)
-            for v in pools
-            if pool_id in (None, v.id) and p.get("name", v.name) == v.name
-        ]
-        return _page("liststoragepools", items, p)
-
-    def _list_volumes(self, principal: Principal, p: Params) -> Doc:
-        volume_id, vm_id = p.get("id"), p.get("virtualmachineid")
-        if volume_id is not None:
-            self._known_volume(volume_id)
-        if vm_id is not None:
-            self._known_vm(vm_id)
-        views = self._ctl.list_volumes(vm_id)
-        items = [responses.volume(v) for v in views if volume_id in (None, v.id)]
-        return _page("listvolumes", items, p)
-
-    def _known_vm(self, vm_id: str) -> None:
-        try:
-            self._ctl.list_volumes(vm_id)
-        except InvalidRequest:
-            raise _no_such("virtualmachineid", vm_id) from None
-
-    def _known_volume(self, volume_id: str) -> None:
-        if volume_id not in {v.id for v in self._ctl.list_volumes()}:
-            raise _no_such("volumeid", volume_id)
+    def _job_doc(self, job: ApiJob) -> Doc:
+        vm = self._job_vm(job)
+        return _job(job, self._inv.account_of(vm) if vm else None)
 
 
-def _no_such(name: str, value: str) -> ApiError:
-    return ApiError(PARAM_ERROR, f"Invalid parameter {name} value={value}: no such entity")
+def _accepted(command: str, job: ApiJob) -> Answer:
+    """
+    A submitted job's answer: its refusal when it was refused before its VM was claimed
+    (name taken, limit, VM busy), else ``{"jobid", "id"}``.
+    """
+    name = f"{command.lower()}response"
+    if job.status == FAILED and job.snapshot_id is None:
+        code = job.error_code or INTERNAL_ERROR
+        cs = responses.CS_CONCURRENT if "in progress" in (job.error_text or "") else None
+        return code, responses.error(command.lower(), code, job.error_text or "refused", cs)
+    answer: Doc = {"jobid": str(job.id)}
+    if job.snapshot_id is not None:
+        answer["id"] = job.snapshot_id
+    return 200, {name: answer}
 
 
-def _outcome(command: str, view: VmSnapshotView | VolumeSnapshotView) -> Outcome:
-    if view.state == "failed" or (command == "revertToVMSnapshot" and view.error is not None):
-        return None, INTERNAL_ERROR, view.error or f"{command} failed"
-    if isinstance(view, VolumeSnapshotView):
-        return {"snapshot": responses.volume_snapshot(view)}, None, None
-    snap = responses.vm_snapshot(view)
-    if command == "revertToVMSnapshot":
-        vm = {"id": view.vm_id, "name": view.vm_id, "vmsnapshotid": view.id}
-        return {"virtualmachine": vm, "vmsnapshot": snap}, None, None
-    if command == "deleteVMSnapshot":
-        return {"success": True, "vmsnapshot": snap}, None, None
-    return {"vmsnapshot": snap}, None, None
-
-
-def _job(job: ApiJob) -> Doc:
+def _job(job: ApiJob, account: str | None) -> Doc:
     doc: Doc = {
         "jobid": str(job.id),
         "userid": job.user,
-        "account": job.user,
+        "accountid": account or "admin",
+        "account": account or "admin",
         "cmd": COMMAND_CLASSES.get(job.command, job.command),
         "jobstatus": {PENDING: 0, SUCCEEDED: 1, FAILED: 2}[job.status],
         "jobprocstatus": 0,
         "jobresultcode": 0 if job.status != FAILED else INTERNAL_ERROR,
         "jobresulttype": "object",
-        "jobinstancetype": "Snapshot" if job.command == "createSnapshot" else "VMSnapshot",
+        "jobinstancetype": "Snapshot" if job.command in VOLUME_COMMANDS else "VmSnapshot",
         "created": job.created_on.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if job.snapshot_id is not None:
@@ -310,38 +352,3 @@ def _job(job: ApiJob) -> Doc:
     if job.status != PENDING:
         doc["completed"] = job.modified_on.strftime("%Y-%m-%dT%H:%M:%S%z")
     return doc
-
-
-def _required(p: Params, name: str) -> str:
-    value = p.get(name)
-    if not value:
-        raise ApiError(
-            PARAM_ERROR, f"Unable to execute API command due to missing parameter {name}"
-        )
-    return value
-
-
-def _bool(p: Params, name: str) -> bool:
-    value = p.get(name, "false").lower()
-    if value not in ("true", "false"):
-        raise ApiError(PARAM_ERROR, f"Invalid parameter {name} value={p[name]}: not a boolean")
-    return value == "true"
-
-
-def _int(p: Params, name: str, default: int) -> int:
-    value = p.get(name)
-    if value is None:
-        return default
-    if not value.isdigit() or int(value) < 1:
-        raise ApiError(PARAM_ERROR, f"Invalid parameter {name} value={value}: not a number >= 1")
-    return int(value)
-
-
-def _page(command: str, items: Sequence[Doc], p: Params) -> Doc:
-    """
-    One page of a list (``page``, ``pagesize``); ``count`` is the whole list's length.
-    """
-    size = _int(p, "pagesize", max(len(items), 1))
-    page = _int(p, "page", 1)
-    shown = list(items)[(page - 1) * size :][:size]
-    return {"count": len(items), responses.LIST_KEYS[command]: shown}

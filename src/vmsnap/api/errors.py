@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 UNAUTHORIZED = 401
+TOO_LARGE = 413
+UNAVAILABLE = 503
 PARAM_ERROR = 431
 UNSUPPORTED_ACTION_ERROR = 432
 INTERNAL_ERROR = 530
@@ -18,10 +20,11 @@ class ApiError(Exception):
     ``errortext``.
     """
 
-    def __init__(self, code: int, text: str) -> None:
+    def __init__(self, code: int, text: str, cs_code: int | None = None) -> None:
         super().__init__(text)
         self.code = code
         self.text = text
+        self.cs_code = cs_code  # CloudStack's cserrorcode, when not the code's usual one
 
 
 class Unauthenticated(ApiError):

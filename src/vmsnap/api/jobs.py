@@ -6,13 +6,15 @@ also after a restart (ADR 0013).
 
 from __future__ import annotations
 
+import collections
+import logging
 import os
 import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
@@ -21,7 +23,7 @@ from eventsourcing.persistence import IntegrityError
 from vmsnap.api.auth import Principal
 from vmsnap.api.errors import CONFLICT, INTERNAL_ERROR, PARAM_ERROR, ApiError, Unauthenticated
 from vmsnap.controller import Controller, pid_alive
-from vmsnap.domain.api_job import PENDING, ApiJob
+from vmsnap.domain.api_job import FAILED, PENDING, ApiJob
 from vmsnap.domain.exceptions import InvalidRequest, OperationInProgress
 
 #: (result object, error code, error text): the object when it succeeded, else the error.
@@ -34,7 +36,14 @@ Conclude = Callable[[ApiJob], Outcome | None]
 WORKERS = 4
 #: How long a submit waits for the VM to be claimed, so that refusals found before the
 #: claim (name taken, limit reached, VM busy) are answered at once, as CloudStack does.
+#: The HTTP API waits without a thread (``on_settled``), and not at all for a job that
+#: waits behind others for a worker.
 CLAIM_WAIT_S = 30.0
+#: How many tries of one signed request may follow refusals before the claim (a retry
+#: after "VM busy" is not a replay).
+RETRIES = 50
+KEPT = 1000  # the jobs listAsyncJobs remembers (this server's latest)
+LOG = logging.getLogger("vmsnap.api")
 
 
 class Jobs:
@@ -48,6 +57,9 @@ class Jobs:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="vmsnap-api-job")
         self._running: set[UUID] = set()
         self._lock = threading.Lock()
+        self._workers = workers
+        self._started = 0  # jobs handed to the pool and not yet ended
+        self.recent: collections.deque[UUID] = collections.deque(maxlen=KEPT)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -59,31 +71,31 @@ class Jobs:
         params: dict[str, str],
         snapshot_id: str | None,
         work: Work,
+        *,
+        on_settled: Callable[[], None] | None = None,
     ) -> ApiJob:
         """
-        Record the job, start it, and return it once its VM is claimed or it has ended.
+        Record the job and start it. Without ``on_settled``, return it once its VM is
+        claimed or it has ended (at most :data:`CLAIM_WAIT_S`); with it, return at once
+        and call ``on_settled`` then (or at once when the job waits for a worker).
 
         Raises:
-            Unauthenticated: the same signed request was submitted before (a replay).
+            Unauthenticated: the same signed request (one with ``expires``) was
+                accepted before (a replay).
         """
-        job = ApiJob(
-            principal.request,
-            command,
-            principal.user,
-            self._controller.owner,
-            params,
-            snapshot_id,
-        )
-        try:
-            self._log.save(job)
-        except IntegrityError:
-            raise Unauthenticated("replayed", "the request was already used (replayed)") from None
+        job = self._record(principal, command, params, snapshot_id)
         settled = threading.Event()
+
+        def settle() -> None:
+            if not settled.is_set():
+                settled.set()
+                if on_settled is not None:
+                    on_settled()
 
         def on_claimed(sid: str) -> None:
             job.assign(sid)
             self._log.save(job)
-            settled.set()
+            settle()
 
         def run() -> None:
             try:
@@ -93,13 +105,41 @@ class Jobs:
             finally:
                 with self._lock:
                     self._running.discard(job.id)
-                settled.set()
+                    self._started -= 1
+                settle()
 
         with self._lock:
             self._running.add(job.id)
+            self.recent.append(job.id)
+            queued = self._started >= self._workers
+            self._started += 1
         self._pool.submit(run)
-        settled.wait(CLAIM_WAIT_S)
+        if on_settled is None:
+            settled.wait(CLAIM_WAIT_S)
+        elif queued:
+            settle()  # behind other jobs: answered with its id now, refusals in the job
         return job
+
+    def _record(
+        self, principal: Principal, command: str, params: dict[str, str], sid: str | None
+    ) -> ApiJob:
+        """
+        Save the job's first event. A request signed with ``expires`` names one job: a
+        second copy is a replay, unless every copy before it failed (a retry after an
+        error). Without ``expires`` every request is a job of its own.
+        """
+        base = principal.request if principal.guarded else f"{principal.request}:{uuid4()}"
+        for attempt in range(RETRIES):
+            request = base if attempt == 0 else f"{base}:retry-{attempt}"
+            job = ApiJob(request, command, principal.user, self._controller.owner, params, sid)
+            try:
+                self._log.save(job)
+                return job
+            except IntegrityError:
+                before = self._load(str(job.id))
+                if before.status != FAILED:
+                    break
+        raise Unauthenticated("replayed", "the request was already used (replayed)")
 
     def get(self, job_id: str, conclude: Conclude) -> ApiJob:
         """
@@ -155,5 +195,6 @@ def _run(work: Work, on_claimed: Callable[[str], None]) -> Outcome:
         return None, CONFLICT, str(e)
     except InvalidRequest as e:
         return None, PARAM_ERROR, str(e)
-    except Exception as e:  # the job fails with the reason; the server goes on
-        return None, INTERNAL_ERROR, f"{type(e).__name__}: {e}"
+    except Exception:  # the job fails; the reason goes to the server's log, not the client
+        LOG.exception("an API job failed unexpectedly")
+        return None, INTERNAL_ERROR, "internal error: the job failed unexpectedly"

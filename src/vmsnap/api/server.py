@@ -11,13 +11,17 @@ from types import FrameType
 
 import uvicorn
 
+from vmsnap.api.access import Inventory
 from vmsnap.api.app import PATH, create_app
 from vmsnap.api.auth import Authenticator
 from vmsnap.api.commands import CloudStackApi
 from vmsnap.api.jobs import Jobs
+from vmsnap.api.protocol import bounded_protocol
 from vmsnap.config import Config
 from vmsnap.controller import Controller
 from vmsnap.domain.exceptions import ConfigError
+from vmsnap.web.access import Directory
+from vmsnap.web.app import WebUi
 
 
 def serve(config: Config, store_url: str | None, host: str, port: int) -> int:
@@ -33,17 +37,32 @@ def serve(config: Config, store_url: str | None, host: str, port: int) -> int:
     try:
         with Controller(config, store_url, recover=True) as controller:
             jobs = Jobs(controller)
+            web = WebUi(controller, Directory(auth, config.api_keys))
             try:
-                app = create_app(CloudStackApi(controller, auth, jobs))
-                # No access log: request lines carry api keys and signatures.
+                api = CloudStackApi(controller, auth, jobs, Inventory.from_config(config))
+                app = create_app(api, config.api)
+                app.mount("/", web.app)  # the web UI (ADR 0023); /client/api is matched first
+                limits = config.api
+                # No access log: request lines carry api keys and signatures. No proxy
+                # headers: X-Forwarded-For is believed only from [api] trusted_proxies.
                 server = uvicorn.Server(
-                    uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+                    uvicorn.Config(
+                        app,
+                        log_level="warning",
+                        access_log=False,
+                        lifespan="off",
+                        http=bounded_protocol(limits.read_timeout_s),
+                        proxy_headers=False,
+                        timeout_keep_alive=max(1, int(limits.read_timeout_s)),
+                        limit_concurrency=limits.max_connections,
+                    )
                 )
                 bound = sock.getsockname()
                 print(f"serving on http://{bound[0]}:{bound[1]}{PATH}", file=sys.stderr)
                 with _stop_on_signals():
                     server.run(sockets=[sock])
             finally:
+                web.close()  # waits for the operations the UI started
                 jobs.close()  # waits for the running jobs
     finally:
         sock.close()
@@ -79,8 +98,10 @@ def _stop_on_signals() -> Iterator[None]:
 def _listen(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        family, _, _, _, address = infos[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        family, _, proto, _, address = infos[0]
+        # The TCP protocol number, so that asyncio sets TCP_NODELAY on each connection
+        # (it checks sock.proto): without it every answer waited ~40 ms for a delayed ACK.
+        sock = socket.socket(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
         sock.listen(128)

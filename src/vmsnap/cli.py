@@ -135,6 +135,7 @@ def _vm_snapshot_commands(commands: _Commands) -> None:
     p.add_argument(
         "--quiesce", action="store_true", help="quiesce the guest (the seed's quiescevm)"
     )
+    _origin(p)
     p = commands.command(
         "list", "VM snapshots (removed ones only with --all)", handlers.vm_snapshots_list, vms
     )
@@ -146,7 +147,10 @@ def _vm_snapshot_commands(commands: _Commands) -> None:
         ("revert", "revert the VM to a snapshot", handlers.vm_snapshots_revert),
         ("delete", "delete a VM snapshot", handlers.vm_snapshots_delete),
     ):
-        commands.command(name, help, _controlled(handler), vms).add_argument("id")
+        p = commands.command(name, help, _controlled(handler), vms)
+        p.add_argument("id")
+        if name != "show":
+            _origin(p)
 
 
 def _volume_snapshot_commands(commands: _Commands) -> None:
@@ -160,13 +164,27 @@ def _volume_snapshot_commands(commands: _Commands) -> None:
         action="store_true",
         help="quiesce the VM (pool must advertise VOLUME_SNAPSHOT_QUIESCEVM)",
     )
+    _origin(p)
     p = commands.command("list", "volume snapshots", _controlled(handlers.snapshots_list), snaps)
     p.add_argument("--volume")
     for name, help, handler in (
         ("show", "one volume snapshot", handlers.snapshots_show),
         ("delete", "delete a volume snapshot", handlers.snapshots_delete),
     ):
-        commands.command(name, help, _controlled(handler), snaps).add_argument("id")
+        p = commands.command(name, help, _controlled(handler), snaps)
+        p.add_argument("id")
+        if name != "show":
+            _origin(p)
+
+
+def _origin(p: argparse.ArgumentParser) -> None:
+    """Why, and under which request: recorded with the operation, as the OS user and host."""
+    p.add_argument("--reason", metavar="TEXT", help="why: recorded with the operation")
+    p.add_argument(
+        "--correlation-id",
+        metavar="ID",
+        help="the ticket or request this belongs to: recorded with the operation",
+    )
 
 
 def _vm_commands(commands: _Commands) -> None:
@@ -210,13 +228,18 @@ def _audit_commands(commands: _Commands) -> None:
     p.add_argument("id")
     p.add_argument("--at", required=True, help="a log position (integer) or an ISO-8601 timestamp")
     p = commands.command(
-        "verify", "replay the whole log and check it", _audited(handlers.audit_verify), audit
+        "verify", "replay the whole log and check it (read-only)", handlers.audit_verify, audit
     )
     p.add_argument(
         "--expect-head",
         metavar="POSITION:HASH",
         help="a chain head printed by an earlier verify and kept elsewhere: the chain "
         "must still pass through it",
+    )
+    p.add_argument(
+        "--from-export",
+        metavar="FILE",
+        help="verify an `audit export` file alone: no config or store needed",
     )
 
 
@@ -241,9 +264,9 @@ def _controlled(fn: handlers.ControllerHandler) -> Handler:
     return handlers.with_controller(fn)
 
 
-def _audited(fn: handlers.ControllerHandler) -> Handler:
-    # The audit commands also run with only --store, without a config file.
-    return handlers.with_controller(fn, store_only=True)
+def _audited(fn: handlers.AuditHandler) -> Handler:
+    # The audit commands open the store read-only, also with only --store and no config.
+    return handlers.with_auditing(fn)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

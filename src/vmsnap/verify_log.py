@@ -88,16 +88,14 @@ class Versions:
         last = self.cache.get(key) or self._stored(key)
         if type(version) is not int:
             return  # reported as non-canonical
-        if last is None:
-            expected = 1
-        elif version == last[0]:
-            self._problem(position, f"duplicate of version {version} of {key} (position {last[1]})")
+        if last is not None and version <= last[0]:
+            self._problem(
+                position,
+                f"duplicate of version {version} of {key}: version {last[0]} was recorded "
+                f"already (position {last[1]})",
+            )
             return
-        else:
-            expected = last[0] + 1
-        if version < expected:
-            self._problem(position, f"version {version} of {key} after version {last and last[0]}")
-            return
+        expected = 1 if last is None else last[0] + 1
         if version > expected:
             self._problem(position, f"versions {expected}-{version - 1} of {key} are missing")
         self.cache[key] = (version, position)

@@ -226,3 +226,40 @@ def test_the_cli_records_the_os_user_and_host_its_reason_and_correlation_id(
         "nightly",
         "CHG-1",
     )
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("cryptography") is None,
+    reason="needs the crypto extra: pip install -e '.[crypto]'",
+)
+def test_swapped_ciphertexts_are_found_because_each_is_bound_to_its_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    import base64
+    import sqlite3
+
+    from tests.conftest import world_config
+    from tests.support import write_config
+    from vmsnap import Controller
+
+    monkeypatch.setenv("VMSNAP_CIPHER_KEY", base64.b64encode(b"k" * 32).decode())
+    config = write_config(tmp_path, world_config())
+    config.write_text(config.read_text().replace("[store]\n", '[store]\ncipher = "aes"\n'))
+    with Controller.from_config(config) as ctrl:
+        sid = ctrl.create_vm_snapshot("vm-kvm", quiesce=True).id
+        positions = {e.type: e.position for e in ctrl.audit_timeline(snapshot_id=sid)}
+    p, q = positions["Snapshot.QuiesceStarted"], positions["Snapshot.Completed"]
+    db = tmp_path / "vmsnap.db"
+    with sqlite3.connect(db) as conn:
+        a, b = (
+            conn.execute("SELECT state FROM stored_events WHERE rowid=?", (r,)).fetchone()[0]
+            for r in (p, q)
+        )
+        conn.execute("UPDATE stored_events SET state=? WHERE rowid=?", (b, p))
+        conn.execute("UPDATE stored_events SET state=? WHERE rowid=?", (a, q))
+    capsys.readouterr()
+    code = main(["--config", str(config), "audit", "verify", "--json"])
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert code == 1
+    for r in (p, q):
+        assert any(x.startswith(f"position {r}: the stored event cannot be read") for x in problems)

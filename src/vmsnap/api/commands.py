@@ -112,9 +112,16 @@ class CloudStackApi:
         check_text("description", description)
         memory, quiesce = _bool(p, "snapshotmemory"), _bool(p, "quiescevm")
 
-        def work(on_claimed: Callable[[str], None]) -> Outcome:
+        def work(on_claimed: Callable[[str], None], job_id: str) -> Outcome:
             view = self._ctl.create_vm_snapshot(
-                vm_id, name, description, memory=memory, quiesce=quiesce, on_claimed=on_claimed
+                vm_id,
+                name,
+                description,
+                memory=memory,
+                quiesce=quiesce,
+                on_claimed=on_claimed,
+                actor=principal.user,
+                correlation_id=job_id,
             )
             return _outcome("createVMSnapshot", view)
 
@@ -123,8 +130,10 @@ class CloudStackApi:
     def _revert(self, principal: Principal, p: Params) -> Doc:
         sid = self._vm_snapshot_id(p)
 
-        def work(on_claimed: Callable[[str], None]) -> Outcome:
-            view = self._ctl.revert_vm_snapshot(sid, on_claimed=on_claimed)
+        def work(on_claimed: Callable[[str], None], job_id: str) -> Outcome:
+            view = self._ctl.revert_vm_snapshot(
+                sid, on_claimed=on_claimed, actor=principal.user, correlation_id=job_id
+            )
             return _outcome("revertToVMSnapshot", view)
 
         return self._submit(principal, "revertToVMSnapshot", p, sid, work)
@@ -132,8 +141,10 @@ class CloudStackApi:
     def _delete(self, principal: Principal, p: Params) -> Doc:
         sid = self._vm_snapshot_id(p)
 
-        def work(on_claimed: Callable[[str], None]) -> Outcome:
-            view = self._ctl.delete_vm_snapshot(sid, on_claimed=on_claimed)
+        def work(on_claimed: Callable[[str], None], job_id: str) -> Outcome:
+            view = self._ctl.delete_vm_snapshot(
+                sid, on_claimed=on_claimed, actor=principal.user, correlation_id=job_id
+            )
             return _outcome("deleteVMSnapshot", view)
 
         return self._submit(principal, "deleteVMSnapshot", p, sid, work)
@@ -143,9 +154,13 @@ class CloudStackApi:
         self._known_volume(volume_id)
         quiesce = _bool(p, "quiescevm")
 
-        def work(on_claimed: Callable[[str], None]) -> Outcome:
+        def work(on_claimed: Callable[[str], None], job_id: str) -> Outcome:
             view = self._ctl.create_volume_snapshot(
-                volume_id, quiesce=quiesce, on_claimed=on_claimed
+                volume_id,
+                quiesce=quiesce,
+                on_claimed=on_claimed,
+                actor=principal.user,
+                correlation_id=job_id,
             )
             return _outcome("createSnapshot", view)
 
@@ -164,7 +179,7 @@ class CloudStackApi:
         command: str,
         p: Params,
         snapshot_id: str | None,
-        work: Callable[[Callable[[str], None]], Outcome],
+        work: Callable[[Callable[[str], None], str], Outcome],
     ) -> Doc:
         params = {k: v for k, v in p.items() if k not in SIGNING}
         job = self._jobs.submit(principal, command, params, snapshot_id, work)

@@ -263,3 +263,16 @@ def test_swapped_ciphertexts_are_found_because_each_is_bound_to_its_event(
     assert code == 1
     for r in (p, q):
         assert any(x.startswith(f"position {r}: the stored event cannot be read") for x in problems)
+
+
+def test_the_timeline_shows_the_caps_advertised_then_and_json_values_in_full(
+    copy: Store, capsys: Any
+) -> None:
+    code, text = run(capsys, "--config", str(copy.config), "audit", "timeline", copy.info["vmware"])
+    assert code == 0
+    assert "caps then: " in text
+    assert "netapp-1: VOLUME_SNAPSHOT_QUIESCEVM, STORAGE_SYSTEM_SNAPSHOT" in text
+    _, events = copy.audit(capsys, "timeline", copy.info["vmware"])
+    reason = events[0]["data"]["strategy_reason"]
+    assert "..." not in json.dumps(events) and len(json.dumps(events[0]["data"])) > 80
+    assert reason.startswith("pools ")

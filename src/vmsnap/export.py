@@ -40,18 +40,11 @@ class ExportedEvent:
             "hash": None if self.hash is None else self.hash.hex(),
         }
 
-    # The EventView's fields, so an export reads as the timeline does.
-    @property
-    def position(self) -> int:
-        return self.view.position
-
-    @property
-    def type(self) -> str:
-        return self.view.type
-
-    @property
-    def data(self) -> dict[str, Any]:
-        return self.view.data
+    def __getattr__(self, name: str) -> Any:
+        # The EventView's fields and decoded event, so an export reads as a timeline does.
+        if name == "view":
+            raise AttributeError(name)
+        return getattr(self.view, name)
 
 
 def exported(

@@ -281,18 +281,22 @@ class _Links:
     def __init__(self) -> None:
         self.previous = GENESIS
         self.alternative: bytes | None = None
+        self.position = 0  # the position of the last seal seen
 
     def check(self, seal_: Seal) -> Iterator[tuple[str, int, int]]:
         expected = link(self.previous, seal_.position, seal_.digest)
         alt = self.alternative
         self.alternative = None
+        before, self.position = self.position, seal_.position
         if seal_.hash == expected:
             self.previous = expected
             return
         if alt is not None and seal_.hash == link(alt, seal_.position, seal_.digest):
             self.previous = seal_.hash
             return
-        yield ("chain", seal_.position, 0)
+        # Seals before this one missing, with their events: a gap in the sealed log.
+        gap = seal_.position > before + 1
+        yield ("gap", seal_.position, before) if gap else ("chain", seal_.position, 0)
         self.previous, self.alternative = seal_.hash, expected
 
 
@@ -339,6 +343,13 @@ class _Explainer:
         yield from self.flush_pending()
         if kind == "changed":
             self.pending = position
+        elif kind == "gap":
+            yield Finding(
+                kind,
+                position,
+                f"positions {q + 1}-{position - 1}: events and their seals deleted (the seal "
+                f"at position {position} does not follow from the one at position {q})",
+            )
         else:
             yield Finding(kind, position, f"position {position}: {_PLAIN[kind]}")
 

@@ -191,3 +191,16 @@ def test_an_exact_duplicate_is_found(store: Store, capsys: Any) -> None:
     last = store.last()
     problems = store.problems(capsys)
     assert any(x.startswith(f"position {last}: duplicate of version") for x in problems)
+
+
+def test_events_deleted_with_their_seals_leave_a_gap_that_is_found(
+    store: Store, capsys: Any
+) -> None:
+    p = store.position_of("Snapshot.Quiesced")
+    store.sql("DELETE FROM {events} WHERE {pos} IN (?, ?)", (p, p + 1))
+    store.sql("DELETE FROM event_chain WHERE position IN (?, ?)", (p, p + 1))
+    problems = store.problems(capsys)
+    assert (
+        f"positions {p}-{p + 1}: events and their seals deleted (the seal at position "
+        f"{p + 2} does not follow from the one at position {p - 1})"
+    ) in problems

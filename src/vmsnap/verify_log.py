@@ -164,49 +164,78 @@ class Tail:
 def check_snapshots(reader: LogReader, c: Any, problems: Problems) -> None:
     """
     Each stored aggregate snapshot (a VM record every 50 versions, which the product loads
-    instead of the events before it) must equal a replay of those events.
+    instead of the events before it) must equal a replay of those events. Each record's
+    events are replayed once, compared at each of its snapshots.
     """
     c.execute(
         "SELECT originator_id, originator_version, topic, state FROM "
         f"{reader.snapshots_table} ORDER BY originator_id, originator_version"
     )
+    by_record: dict[Any, list[tuple[int, Any, Any]]] = {}
     for oid, version, topic, state in c.fetchall():
-        what = f"snapshot of {oid} at version {version}"
-        if topic != SNAPSHOT_TOPIC:
-            problems.add("log", f"{what}: its type {str(topic)[:80]!r} is not a snapshot")
-            continue
+        by_record.setdefault(oid, []).append((version, topic, state))
+    for oid, snapshots in by_record.items():
         try:
-            data = state.encode() if isinstance(state, str) else bytes(state)
             uid = oid if isinstance(oid, UUID) else UUID(str(oid))
-            stored: Any = reader.mapper.to_domain_event(
-                Notification(
-                    id=0,
-                    originator_id=uid,
-                    originator_version=int(version),
-                    topic=SNAPSHOT_TOPIC,
-                    state=data,
-                )
-            )
-            expected = _replayed(reader, c, uid, int(version))
-        except (Unreadable, Exception) as e:  # damaged bytes or events: a finding
-            problems.add("log", f"{what} cannot be checked: {e}")
+            replayed = _Replayed(reader, reader.notifications_of(c, [uid]))
+        except (ValueError, Unreadable) as e:
+            problems.add("log", f"snapshots of {oid} cannot be checked: {e}")
             continue
-        if stored.topic != VM_TOPIC or not _same(reader.mapper, stored.state, expected):
-            problems.add(
-                "log",
-                f"{what} differs from a replay of its events (the product loads the snapshot)",
+        for version, topic, state in snapshots:
+            _check_snapshot(reader.mapper, uid, version, topic, state, replayed, problems)
+
+
+class _Replayed:
+    """One aggregate's events, replayed once, in version order, as far as asked."""
+
+    def __init__(self, reader: LogReader, rows: list[Any]) -> None:
+        self.mapper = reader.mapper
+        self.rows = iter(rows)
+        self.aggregate: Any = None
+
+    def at(self, version: int) -> Any:
+        while self.aggregate is None or self.aggregate.version < version:
+            row = next(self.rows, None)
+            if row is None:
+                raise Unreadable(f"its events do not reach version {version}")
+            self.aggregate = decode(self.mapper, row).mutate(self.aggregate)
+        if self.aggregate.version != version:
+            raise Unreadable(f"its events skip version {version}")
+        return Snapshot.take(self.aggregate).state
+
+
+def _check_snapshot(
+    mapper: Mapper[UUID],
+    oid: UUID,
+    version: Any,
+    topic: Any,
+    state: Any,
+    replayed: _Replayed,
+    problems: Problems,
+) -> None:
+    what = f"snapshot of {oid.hex} at version {version}"
+    if topic != SNAPSHOT_TOPIC:
+        problems.add("log", f"{what}: its type {str(topic)[:80]!r} is not a snapshot")
+        return
+    try:
+        data = state.encode() if isinstance(state, str) else bytes(state)
+        stored: Any = mapper.to_domain_event(
+            Notification(
+                id=0,
+                originator_id=oid,
+                originator_version=int(version),
+                topic=SNAPSHOT_TOPIC,
+                state=data,
             )
-
-
-def _replayed(reader: LogReader, c: Any, oid: UUID, version: int) -> Any:
-    aggregate: Any = None
-    for row in reader.notifications_of(c, [oid]):
-        if int(row[2]) > version:
-            break
-        aggregate = decode(reader.mapper, row).mutate(aggregate)
-    if aggregate is None or aggregate.version != version:
-        raise Unreadable(f"its events do not reach version {version}")
-    return Snapshot.take(aggregate).state
+        )
+        expected = replayed.at(int(version))
+    except Exception as e:  # damaged bytes or events: a finding
+        problems.add("log", f"{what} cannot be checked: {e}")
+        return
+    if stored.topic != VM_TOPIC or not _same(mapper, stored.state, expected):
+        problems.add(
+            "log", f"{what} differs from a replay of its events (the product loads the snapshot)"
+        )
 
 
 def _same(mapper: Mapper[UUID], stored: Any, expected: Any) -> bool:

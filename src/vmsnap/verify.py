@@ -287,7 +287,6 @@ class _Replay:
                 return
 
     def one(self, row: Any, position: int) -> None:
-        self.versions.see(row[1], row[2], position)
         odd = noncanonical(row, self.reader.dialect)
         if odd is not None:
             self.problems.add(
@@ -296,11 +295,13 @@ class _Replay:
         try:
             event = decode(self.reader.mapper, row)
         except Unreadable as e:
-            self.problems.at(
-                "log", position, f"the stored event cannot be read: {e}", self.previous
-            )
+            self.versions.see(row[1], row[2], position)
+            text = f"the stored event cannot be read: {e}"
+            self.problems.at("log", position, text, self.previous)
             return
-        self.tail.see(position, event.timestamp, self.problems)
+        stamp = event.timestamp.timestamp()
+        previous = self.versions.see(row[1], row[2], position, stamp)
+        self.tail.see(position, event.timestamp, previous, self.problems)
         try:
             self.rules.check(event, position)
             if self.projected is not None and position <= self.projected:

@@ -80,36 +80,46 @@ class Versions:
     def __init__(self, temp: sqlite3.Cursor, problems: Problems) -> None:
         self.temp = temp
         self.problems = problems
-        self.cache: dict[str, tuple[int, int]] = {}
-        temp.execute("CREATE TABLE versions (id TEXT PRIMARY KEY, version INT, position INT)")
+        self.cache: dict[str, tuple[int, int, float | None]] = {}
+        temp.execute(
+            "CREATE TABLE versions (id TEXT PRIMARY KEY, version INT, position INT, stamp REAL)"
+        )
 
-    def see(self, oid: Any, version: Any, position: int) -> None:
+    def see(
+        self, oid: Any, version: Any, position: int, stamp: float | None = None
+    ) -> float | None:
+        """
+        Check the version of the event at ``position`` (stamped ``stamp``, a POSIX time);
+        return when the aggregate's previous event was stamped (None: none, or unknown).
+        """
         key = oid.hex if isinstance(oid, UUID) else str(oid).lower()
         last = self.cache.get(key) or self._stored(key)
+        previous = None if last is None else last[2]
         if type(version) is not int:
-            return  # reported as non-canonical
+            return previous  # reported as non-canonical
         if last is not None and version <= last[0]:
             self._problem(
                 position,
                 f"duplicate of version {version} of {key}: version {last[0]} was recorded "
                 f"already (position {last[1]})",
             )
-            return
+            return previous
         expected = 1 if last is None else last[0] + 1
         if version > expected:
             self._problem(position, f"versions {expected}-{version - 1} of {key} are missing")
-        self.cache[key] = (version, position)
+        self.cache[key] = (version, position, stamp)
         if len(self.cache) > CACHE:
             self.temp.executemany(
-                "INSERT OR REPLACE INTO versions VALUES (?, ?, ?)",
-                [(k, v, p) for k, (v, p) in self.cache.items()],
+                "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?)",
+                [(k, v, p, t) for k, (v, p, t) in self.cache.items()],
             )
             self.cache.clear()
+        return previous
 
-    def _stored(self, key: str) -> tuple[int, int] | None:
-        self.temp.execute("SELECT version, position FROM versions WHERE id=?", (key,))
+    def _stored(self, key: str) -> tuple[int, int, float | None] | None:
+        self.temp.execute("SELECT version, position, stamp FROM versions WHERE id=?", (key,))
         row = self.temp.fetchone()
-        return None if row is None else (int(row[0]), int(row[1]))
+        return None if row is None else (int(row[0]), int(row[1]), row[2])
 
     def _problem(self, position: int, text: str) -> None:
         self.problems.add("log", f"position {position}: {text}")
@@ -117,30 +127,31 @@ class Versions:
 
 class Tail:
     """
-    The events past the last seal: counted and placed; one stamped before the last
-    sealed event was appended after it with an earlier time (backdated).
+    The events past the last seal: counted and placed. An aggregate's events are stamped
+    in the order they are recorded (one controller at a time holds it), so one stamped
+    before the event it follows in its aggregate was appended with a false time.
     """
 
     def __init__(self, last_seal: int) -> None:
         self.last_seal = last_seal
-        self.latest_sealed: datetime | None = None
         self.count = 0
         self.first = 0
         self.last = 0
 
-    def see(self, position: int, timestamp: datetime, problems: Problems) -> None:
+    def see(
+        self, position: int, timestamp: datetime, previous: float | None, problems: Problems
+    ) -> None:
         if position <= self.last_seal:
-            if self.latest_sealed is None or timestamp > self.latest_sealed:
-                self.latest_sealed = timestamp
             return
         self.count += 1
         self.first = self.first or position
         self.last = position
-        if self.latest_sealed is not None and timestamp < self.latest_sealed:
+        if previous is not None and timestamp.timestamp() < previous:
             problems.add(
                 "chain",
                 f"position {position}: appended after the last seal but stamped "
-                f"{timestamp.isoformat()}, before the last sealed event (backdated)",
+                f"{timestamp.isoformat()}, before the event it follows in its aggregate "
+                "(backdated)",
             )
 
     def unsealed(self) -> tuple[int, int, int] | None:

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
+from vmsnap import cli_audit as audit_handlers
 from vmsnap import cli_commands as handlers
 from vmsnap.cli_commands import (
     EXIT_CONFLICT,
@@ -208,7 +209,7 @@ def _audit_commands(commands: _Commands) -> None:
     p = commands.command(
         "timeline",
         "the events of one snapshot, or of every snapshot of a VM",
-        _audited(handlers.audit_timeline),
+        _audited(audit_handlers.audit_timeline),
         audit,
     )
     p.add_argument("id", nargs="?")
@@ -216,19 +217,22 @@ def _audit_commands(commands: _Commands) -> None:
     commands.command(
         "export",
         "every stored event, in log order, as JSON lines",
-        _audited(handlers.audit_export),
+        _audited(audit_handlers.audit_export),
         audit,
     )
     p = commands.command(
         "state",
         "a snapshot as it was at a point of the log (time travel)",
-        _audited(handlers.audit_state),
+        _audited(audit_handlers.audit_state),
         audit,
     )
     p.add_argument("id")
     p.add_argument("--at", required=True, help="a log position (integer) or an ISO-8601 timestamp")
     p = commands.command(
-        "verify", "replay the whole log and check it (read-only)", handlers.audit_verify, audit
+        "verify",
+        "replay the whole log and check it (read-only)",
+        audit_handlers.audit_verify,
+        audit,
     )
     p.add_argument(
         "--expect-head",
@@ -264,9 +268,9 @@ def _controlled(fn: handlers.ControllerHandler) -> Handler:
     return handlers.with_controller(fn)
 
 
-def _audited(fn: handlers.AuditHandler) -> Handler:
+def _audited(fn: audit_handlers.AuditHandler) -> Handler:
     # The audit commands open the store read-only, also with only --store and no config.
-    return handlers.with_auditing(fn)
+    return audit_handlers.with_auditing(fn)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

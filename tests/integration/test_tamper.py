@@ -204,3 +204,22 @@ def test_events_deleted_with_their_seals_leave_a_gap_that_is_found(
         f"positions {p}-{p + 1}: events and their seals deleted (the seal at position "
         f"{p + 2} does not follow from the one at position {p - 1})"
     ) in problems
+
+
+def test_a_timeline_shows_a_damaged_event_as_unreadable_and_goes_on(
+    store: Store, capsys: Any
+) -> None:
+    p = store.position_of("Snapshot.Completed")
+    store.sql("UPDATE {events} SET state=? WHERE {pos}=?", (b"\x00garbage", p))
+    code, events = store.audit(capsys, "timeline", store.info["kvm"])
+    assert code == 0
+    damaged = next(e for e in events if e["position"] == p)
+    assert damaged["type"] == "(unreadable)"
+    assert damaged["data"]["error"].startswith("the stored event cannot be read")
+    assert events[-1]["type"] == "Snapshot.Removed"
+    capsys.readouterr()
+    from vmsnap.cli import main
+
+    argv = ["--config", str(store.config), "--store", store.url, "audit", "timeline"]
+    assert main([*argv, store.info["kvm"]]) == 0
+    assert "(unreadable)" in capsys.readouterr().out

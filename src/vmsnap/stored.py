@@ -8,6 +8,8 @@ fields of its class. Whatever fails is :class:`Unreadable`, a finding, never a c
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
 import re
 from typing import Any
 from uuid import UUID
@@ -23,7 +25,31 @@ from vmsnap.domain.vm import Vm
 from vmsnap.domain.vm_snapshot import VmSnapshot
 from vmsnap.domain.volume_snapshot import VolumeSnapshot
 
-AGGREGATES = (Vm, Pool, SnapshotAggregate, VmSnapshot, VolumeSnapshot, ApiJob, ApiRefusal)
+KNOWN = (Vm, Pool, SnapshotAggregate, VmSnapshot, VolumeSnapshot, ApiJob, ApiRefusal)
+
+
+def _aggregates() -> tuple[type, ...]:
+    """
+    Every aggregate class of vmsnap's own domain package (its modules are imported by
+    walking the package, never by a name read from a store), so a new aggregate's events
+    are decoded without being listed here.
+    """
+    import vmsnap.domain as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+    found: list[type] = []
+    todo: list[type] = [Aggregate]
+    while todo:
+        subclasses: list[type] = type.__subclasses__(todo.pop())
+        for sub in subclasses:
+            todo.append(sub)
+            if sub.__module__.startswith("vmsnap.domain.") and sub not in found:
+                found.append(sub)
+    return tuple(dict.fromkeys((*KNOWN, *found)))
+
+
+AGGREGATES = _aggregates()
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
 
 

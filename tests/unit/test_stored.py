@@ -57,3 +57,10 @@ def test_a_store_to_audit_must_exist_and_be_a_vmsnap_store(tmp_path: Path) -> No
     with pytest.raises(StoreError, match="holds no event log"):
         open_reader(StoreUrl.parse("sqlite:///other.db", tmp_path), {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.db", "other.db"]
+
+
+def test_the_audit_decodes_exactly_the_stored_event_types() -> None:
+    from tests.unit.test_event_topics import STABLE_TOPICS
+    from vmsnap.stored import EVENT_CLASSES
+
+    assert set(EVENT_CLASSES) == set(STABLE_TOPICS)

@@ -276,3 +276,17 @@ def test_the_timeline_shows_the_caps_advertised_then_and_json_values_in_full(
     reason = events[0]["data"]["strategy_reason"]
     assert "..." not in json.dumps(events) and len(json.dumps(events[0]["data"])) > 80
     assert reason.startswith("pools ")
+
+
+def test_verify_from_an_export_that_cannot_be_read_or_a_bad_head_is_refused(
+    tmp_path: Path, capsys: Any
+) -> None:
+    missing = str(tmp_path / "missing.jsonl")
+    assert run(capsys, "audit", "verify", "--from-export", missing, "--json") == (2, "")
+    (tmp_path / "e.jsonl").write_text("not json\n", encoding="utf-8")
+    path = str(tmp_path / "e.jsonl")
+    argv = ["audit", "verify", "--from-export", path, "--json"]
+    assert run(capsys, *argv, "--expect-head", "nope") == (2, "")
+    code, out = run(capsys, *argv)
+    assert code == 1
+    assert json.loads(out)["problems"][0].startswith("line 1: not an exported event")

@@ -231,7 +231,7 @@ def compare(
     """
     Compare the events as stored (position, digest) with their seals, both in position
     order, streaming; yield what was altered after sealing. Events after the last seal
-    are the unsealed tail: not yet sealed, not a finding.
+    are the unsealed tail, which the caller reports (ADR 0021).
     """
     return _explain(_raw_findings(iter(events), iter(sealed), where_sealed))
 
@@ -242,20 +242,12 @@ def _raw_findings(
     where_sealed: Callable[[bytes], int | None],
 ) -> Iterator[tuple[str, int, int]]:
     # (kind, position, sealed position of the event found there, or 0)
-    previous = GENESIS
+    links = _Links()
     s, e = next(sealed, None), next(events, None)
-
-    def check_link(seal_: Seal) -> Iterator[tuple[str, int, int]]:
-        nonlocal previous
-        expected = link(previous, seal_.position, seal_.digest)
-        if seal_.hash != expected:
-            yield ("chain", seal_.position, 0)
-        previous = expected  # go on from the true chain: one altered hash is one finding
-
     while s is not None or e is not None:
         if e is None or (s is not None and s.position < e[0]):
             assert s is not None
-            yield from check_link(s)
+            yield from links.check(s)
             yield ("deleted", s.position, 0)
             s = next(sealed, None)
         elif s is None or e[0] < s.position:
@@ -264,13 +256,48 @@ def _raw_findings(
                 yield ("reordered", e[0], q)
             elif s is not None:
                 yield ("inserted", e[0], 0)
+            # else: past the last seal, the unsealed tail, which the caller reports
             e = next(events, None)
         else:
-            yield from check_link(s)
-            if s.digest != e[1]:
-                q = where_sealed(e[1])
-                yield ("changed", e[0], 0) if q is None else ("reordered", e[0], q)
+            if s.digest != e[1] and s.hash == link(links.previous, s.position, e[1]):
+                # The event is what was sealed; the seal's digest was rewritten.
+                yield ("seal", s.position, 0)
+                links.previous, links.alternative = s.hash, None
+            else:
+                yield from links.check(s)
+                if s.digest != e[1]:
+                    q = where_sealed(e[1])
+                    yield ("changed", e[0], 0) if q is None else ("reordered", e[0], q)
             s, e = next(sealed, None), next(events, None)
+
+
+class _Links:
+    """
+    The chain recomputed seal by seal. A seal whose hash does not follow is one finding:
+    the next seal may follow from its stored hash (its digest was rewritten) or from
+    the recomputed one (its hash was rewritten); either continues the chain quietly.
+    """
+
+    def __init__(self) -> None:
+        self.previous = GENESIS
+        self.alternative: bytes | None = None
+        self.position = 0  # the position of the last seal seen
+
+    def check(self, seal_: Seal) -> Iterator[tuple[str, int, int]]:
+        expected = link(self.previous, seal_.position, seal_.digest)
+        alt = self.alternative
+        self.alternative = None
+        before, self.position = self.position, seal_.position
+        if seal_.hash == expected:
+            self.previous = expected
+            return
+        if alt is not None and seal_.hash == link(alt, seal_.position, seal_.digest):
+            self.previous = seal_.hash
+            return
+        # Seals before this one missing, with their events: a gap in the sealed log.
+        gap = seal_.position > before + 1
+        yield ("gap", seal_.position, before) if gap else ("chain", seal_.position, 0)
+        self.previous, self.alternative = seal_.hash, expected
 
 
 def _explain(raw: Iterator[tuple[str, int, int]]) -> Iterator[Finding]:
@@ -293,6 +320,7 @@ _PLAIN = {
         "seal altered (its hash does not follow from the seals before it: this seal, or "
         "the one before it, was rewritten)"
     ),
+    "seal": "seal altered (its digest was rewritten; the event is as it was sealed)",
 }
 
 
@@ -315,6 +343,13 @@ class _Explainer:
         yield from self.flush_pending()
         if kind == "changed":
             self.pending = position
+        elif kind == "gap":
+            yield Finding(
+                kind,
+                position,
+                f"positions {q + 1}-{position - 1}: events and their seals deleted (the seal "
+                f"at position {position} does not follow from the one at position {q})",
+            )
         else:
             yield Finding(kind, position, f"position {position}: {_PLAIN[kind]}")
 

@@ -123,16 +123,18 @@ def _measure(what: str, path: Path) -> dict[str, float]:
                 log.mapper.to_domain_event(n)
                 events += 1
     elif what == "export":
+        from vmsnap.adapters.log_reader import LogReader
         from vmsnap.audit import Audit
 
         events = 0
         with open(os.devnull, "w") as out:  # the CLI's own work: one JSON line per event
-            for events, e in enumerate(Audit(log).export(), start=1):  # noqa: B007
+            for events, e in enumerate(Audit(LogReader.over(log)).export(), start=1):  # noqa: B007
                 out.write(json.dumps(e.to_dict()) + "\n")
     else:
+        from vmsnap.adapters.log_reader import LogReader
         from vmsnap.verify import verify
 
-        report = verify(log)
+        report = verify(LogReader.over(log))
         assert report.ok, report.problems[:3]
         events = report.events
     seconds = time.perf_counter() - start

@@ -15,7 +15,14 @@ from typing import Any, ClassVar
 
 from eventsourcing.domain import Aggregate
 
-from vmsnap.domain.values import CRASH, QuiesceResult, SnapshotRef, backend_name
+from vmsnap.domain.values import (
+    CRASH,
+    NO_ORIGIN,
+    Origin,
+    QuiesceResult,
+    SnapshotRef,
+    backend_name,
+)
 from vmsnap.domain.workflow import (
     ALLOCATED,
     COMPLETE,
@@ -156,6 +163,10 @@ class SnapshotAggregate(Aggregate):
 
     class DeleteStarted(Event):
         trigger = START_DELETE
+        # Who asked, why, under which request, as on Vm.OperationStarted.
+        actor: str | None = None
+        reason: str | None = None
+        correlation_id: str | None = None
 
     class Removed(Event):
         trigger = FINISH_DELETE
@@ -273,8 +284,8 @@ class SnapshotAggregate(Aggregate):
 
     # Delete leg -----------------------------------------------------------------
 
-    def start_delete(self) -> None:
-        self._transition(SnapshotAggregate.DeleteStarted)
+    def start_delete(self, origin: Origin = NO_ORIGIN) -> None:
+        self._transition(SnapshotAggregate.DeleteStarted, **origin.fields())
 
     def finish_delete(self) -> None:
         self._transition(SnapshotAggregate.Removed)

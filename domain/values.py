@@ -156,6 +156,24 @@ class SnapshotRef:
     quiesce: bool = False
 
 
+@attrs.frozen
+class Origin:
+    """
+    Who asked for an operation (``actor``), why (``reason``) and under which request
+    (``correlation_id``): recorded on the operation's first event, for the audit.
+    """
+
+    actor: str | None = None
+    reason: str | None = None
+    correlation_id: str | None = None
+
+    def fields(self) -> dict[str, str | None]:
+        return {"actor": self.actor, "reason": self.reason, "correlation_id": self.correlation_id}
+
+
+NO_ORIGIN = Origin()
+
+
 def backend_name(snapshot_id: str) -> str:
     """
     Return the name a backend snapshot gets for the vmsnap snapshot ``snapshot_id``.

@@ -17,7 +17,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from vmsnap.domain.exceptions import OperationInProgress
-from vmsnap.domain.values import Owed, VolumeInfo
+from vmsnap.domain.values import NO_ORIGIN, Origin, Owed, VolumeInfo
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://vmsnap.invalid/")
 
@@ -81,9 +81,12 @@ class Vm(Aggregate):
         owner: str,
         name: str | None = None,
         parent_id: str | None = None,
+        *,
+        origin: Origin = NO_ORIGIN,
     ) -> None:
         """
-        Claim the VM for one operation run by ``owner`` (host:pid of the controller).
+        Claim the VM for one operation run by ``owner`` (host:pid of the controller), asked
+        for by ``origin`` (who, why, which request).
 
         Raises:
             OperationInProgress: another operation holds the VM.
@@ -97,6 +100,7 @@ class Vm(Aggregate):
             owner=owner,
             name=name,
             parent_id=parent_id,
+            **origin.fields(),
         )
 
     def check_idle(self) -> None:
@@ -114,6 +118,10 @@ class Vm(Aggregate):
         owner: str
         name: str | None
         parent_id: str | None
+        # Who, why, which request (absent from events recorded before they existed).
+        actor: str | None = None
+        reason: str | None = None
+        correlation_id: str | None = None
 
         def apply(self, vm: Any) -> None:
             vm.in_flight = self.snapshot_id

@@ -10,7 +10,7 @@ from eventsourcing.domain import Aggregate, event
 
 from vmsnap.domain.exceptions import NotFound
 from vmsnap.domain.snapshot_base import SnapshotAggregate
-from vmsnap.domain.values import DriverGroup, VolumeRef
+from vmsnap.domain.values import NO_ORIGIN, DriverGroup, Origin, VolumeRef
 from vmsnap.domain.workflow import (
     FAIL_REVERT,
     FINISH_REVERT,
@@ -43,6 +43,10 @@ class VmSnapshot(SnapshotAggregate):
         groups: Sequence[DriverGroup]
         caps: dict[str, dict[str, bool]]
         parent_id: str | None
+        # Who asked, why, under which request (absent from events recorded before them).
+        actor: str | None = None
+        reason: str | None = None
+        correlation_id: str | None = None
 
     @event(Requested)
     def __init__(
@@ -60,6 +64,9 @@ class VmSnapshot(SnapshotAggregate):
         groups: Sequence[DriverGroup],
         caps: dict[str, dict[str, bool]],
         parent_id: str | None,
+        actor: str | None = None,
+        reason: str | None = None,
+        correlation_id: str | None = None,
     ) -> None:
         self._init_workflow(vm_id, hypervisor, quiesce_requested)
         self.name = name
@@ -106,6 +113,10 @@ class VmSnapshot(SnapshotAggregate):
 
     class RevertStarted(SnapshotAggregate.Event):
         trigger = START_REVERT
+        # Who asked, why, under which request, as on Vm.OperationStarted.
+        actor: str | None = None
+        reason: str | None = None
+        correlation_id: str | None = None
 
         def update(self, snapshot: Any) -> None:
             snapshot.error = None
@@ -180,8 +191,8 @@ class VmSnapshot(SnapshotAggregate):
 
     # Revert -----------------------------------------------------------------------
 
-    def start_revert(self) -> None:
-        self._transition(VmSnapshot.RevertStarted)
+    def start_revert(self, origin: Origin = NO_ORIGIN) -> None:
+        self._transition(VmSnapshot.RevertStarted, **origin.fields())
 
     def record_hypervisor_reverted(self, name: str) -> None:
         self.trigger_event(VmSnapshot.HypervisorSnapshotReverted, name=name)

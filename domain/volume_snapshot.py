@@ -27,6 +27,10 @@ class VolumeSnapshot(SnapshotAggregate):
         quiesce_requested: bool
         hypervisor: str
         caps: dict[str, bool]
+        # Who asked, why, under which request (absent from events recorded before them).
+        actor: str | None = None
+        reason: str | None = None
+        correlation_id: str | None = None
 
     @event(Requested)
     def __init__(
@@ -38,6 +42,9 @@ class VolumeSnapshot(SnapshotAggregate):
         quiesce_requested: bool,
         hypervisor: str,
         caps: dict[str, bool],
+        actor: str | None = None,
+        reason: str | None = None,
+        correlation_id: str | None = None,
     ) -> None:
         self._init_workflow(vm_id, hypervisor, quiesce_requested)
         self.volume_id = volume_id

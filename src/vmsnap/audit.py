@@ -11,21 +11,24 @@ from typing import Any
 from uuid import UUID
 
 import attrs
-from eventsourcing.persistence import Notification
 
-from vmsnap.adapters.store import EventLog
-from vmsnap.domain.exceptions import InvalidRequest, NotFound
+from vmsnap.adapters.chain import events_page
+from vmsnap.adapters.log_reader import LogReader
+from vmsnap.domain.exceptions import InvalidRequest, NotFound, StoreError
 from vmsnap.domain.snapshot_base import SnapshotAggregate
 from vmsnap.domain.vm import Vm
 from vmsnap.domain.vm_snapshot import VmSnapshot
 from vmsnap.domain.volume_snapshot import VolumeSnapshot
+from vmsnap.export import ExportedEvent, exported
 from vmsnap.projections.events import event_data, event_type
 from vmsnap.projections.projector import project
 from vmsnap.projections.rows import Doc, MemoryRows
+from vmsnap.stored import Unreadable, decode
 from vmsnap.verify import verify
 from vmsnap.views import EventView, VerifyReport
 
 Point = int | datetime  # a log position, or an instant
+UNREADABLE = "(unreadable)"  # the type a timeline shows for an event it cannot decode
 
 
 @attrs.frozen
@@ -62,16 +65,25 @@ def parse_point(text: str) -> Point:
 
 
 class Audit:
-    def __init__(self, log: EventLog) -> None:
-        self.log = log
+    """The audit's reads, through a read-only :class:`LogReader`: nothing is written."""
 
-    def decode(self, n: Notification) -> Any:
-        return self.log.mapper.to_domain_event(n)
+    def __init__(self, reader: LogReader) -> None:
+        self.reader = reader
 
-    def view(self, n: Notification) -> EventView:
-        event: Any = self.decode(n)
+    def view(self, row: Any) -> EventView:
+        try:
+            event: Any = decode(self.reader.mapper, row)
+        except Unreadable as e:
+            return EventView(
+                position=int(row[0]),
+                originator_id=str(row[1]),
+                version=int(row[2]),
+                type=UNREADABLE,
+                timestamp="",
+                data={"error": f"the stored event cannot be read: {e}"},
+            )
         return EventView(
-            position=n.id,
+            position=int(row[0]),
             originator_id=str(event.originator_id),
             version=event.originator_version,
             type=event_type(event),
@@ -80,16 +92,47 @@ class Audit:
             event=event,
         )
 
+    def check_readable(self) -> None:
+        """
+        Raises:
+            StoreError: the first event cannot be decoded (a wrong key or settings).
+        """
+        with self.reader.reading() as c:
+            page = events_page(c, self.reader.events_table, 0, self.reader.dialect)
+        if page and self.view(page[0]).type == UNREADABLE:
+            raise StoreError(
+                "cannot read the store's events: wrong $VMSNAP_CIPHER_KEY, or the store was "
+                "written with other [store] cipher/compress settings"
+            )
+
+    def rows_of(self, ids: Sequence[UUID]) -> list[Any]:
+        with self.reader.reading() as c:
+            return self.reader.notifications_of(c, ids)
+
     def timeline(self, ids: Sequence[UUID]) -> list[EventView]:
         """
         The events of the aggregates ``ids``, merged in log order.
         """
-        return [self.view(n) for n in self.log.notifications_of(ids)]
+        return [self.view(r) for r in self.rows_of(ids)]
 
-    def export(self) -> Iterator[EventView]:
-        for page in self.log.pages():
-            for n in page:
-                yield self.view(n)
+    def snapshots_of_vm(self, vm_id: str) -> list[UUID] | None:
+        """
+        The snapshots the VM's record was ever claimed for, in log order (None: the log
+        never saw the VM). Read from the log, not from the views.
+        """
+        events = self.timeline([Vm.create_id(vm_id)])
+        if not events:
+            return None
+        ids = [e.event.snapshot_id for e in events if isinstance(e.event, Vm.OperationStarted)]
+        return [UUID(i) for i in dict.fromkeys(ids)]
+
+    def export(self) -> Iterator[ExportedEvent]:
+        """
+        Every event in log order, with its stored form, digest and seal (ADR 0021), read
+        in pages inside one read-only transaction.
+        """
+        with self.reader.reading() as c:
+            yield from exported(self.reader, c, self.view)
 
     def state_at(self, sid: UUID, at: Point) -> tuple[str, Doc]:
         """
@@ -99,21 +142,23 @@ class Audit:
         Raises:
             NotFound: no such snapshot, or it did not exist yet at ``at``.
         """
-        own = self.log.notifications_of([sid])
-        if not own:
+        own = self.timeline([sid])
+        if not own or own[0].event is None:
             raise NotFound(f"no such snapshot: {sid}")
-        vm_id = self.decode(own[0]).vm_id
+        vm_id = getattr(own[0].event, "vm_id", None)
+        if not isinstance(vm_id, str):
+            raise NotFound(f"no such snapshot: {sid}")
         rows = MemoryRows()
         # The snapshot's own events and its VM's (current snapshot, parent after deletes).
-        for n in self.log.notifications_of([sid, Vm.create_id(vm_id)]):
-            if isinstance(at, int) and n.id > at:
+        for e in self.timeline([sid, Vm.create_id(vm_id)]):
+            if isinstance(at, int) and e.position > at:
                 break
-            event = self.decode(n)
+            event: Any = e.event
             # Log order is not quite timestamp order (a save's events are stamped when
             # made): an instant takes every event stamped up to it, in log order.
-            if isinstance(at, datetime) and event.timestamp > at:
+            if event is None or (isinstance(at, datetime) and event.timestamp > at):
                 continue
-            project(event, rows, n.id)
+            project(event, rows, e.position)
         for table in ("vm_snapshots", "volume_snapshots"):
             doc = rows.get(table, str(sid))
             if doc is not None:
@@ -122,7 +167,7 @@ class Audit:
         raise NotFound(f"snapshot {sid} did not exist yet at {label}")
 
     def verify(self, kept_head: tuple[int, str] | None = None) -> VerifyReport:
-        return verify(self.log, kept_head)
+        return verify(self.reader, kept_head)
 
 
 def frozen_spans(events: Sequence[EventView]) -> list[FrozenSpan]:

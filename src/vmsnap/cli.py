@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from vmsnap import cli_audit as audit_handlers
 from vmsnap import cli_commands as handlers
 from vmsnap.cli_commands import (
     EXIT_CONFLICT,
@@ -144,6 +145,7 @@ def _vm_snapshot_commands(commands: _Commands) -> None:
     p.add_argument(
         "--quiesce", action="store_true", help="quiesce the guest (the seed's quiescevm)"
     )
+    _origin(p)
     p = commands.command(
         "list", "VM snapshots (removed ones only with --all)", handlers.vm_snapshots_list, vms
     )
@@ -155,7 +157,10 @@ def _vm_snapshot_commands(commands: _Commands) -> None:
         ("revert", "revert the VM to a snapshot", handlers.vm_snapshots_revert),
         ("delete", "delete a VM snapshot", handlers.vm_snapshots_delete),
     ):
-        commands.command(name, help, _controlled(handler), vms).add_argument("id")
+        p = commands.command(name, help, _controlled(handler), vms)
+        p.add_argument("id")
+        if name != "show":
+            _origin(p)
 
 
 def _volume_snapshot_commands(commands: _Commands) -> None:
@@ -169,13 +174,27 @@ def _volume_snapshot_commands(commands: _Commands) -> None:
         action="store_true",
         help="quiesce the VM (pool must advertise VOLUME_SNAPSHOT_QUIESCEVM)",
     )
+    _origin(p)
     p = commands.command("list", "volume snapshots", _controlled(handlers.snapshots_list), snaps)
     p.add_argument("--volume")
     for name, help, handler in (
         ("show", "one volume snapshot", handlers.snapshots_show),
         ("delete", "delete a volume snapshot", handlers.snapshots_delete),
     ):
-        commands.command(name, help, _controlled(handler), snaps).add_argument("id")
+        p = commands.command(name, help, _controlled(handler), snaps)
+        p.add_argument("id")
+        if name != "show":
+            _origin(p)
+
+
+def _origin(p: argparse.ArgumentParser) -> None:
+    """Why, and under which request: recorded with the operation, as the OS user and host."""
+    p.add_argument("--reason", metavar="TEXT", help="why: recorded with the operation")
+    p.add_argument(
+        "--correlation-id",
+        metavar="ID",
+        help="the ticket or request this belongs to: recorded with the operation",
+    )
 
 
 def _vm_commands(commands: _Commands) -> None:
@@ -208,7 +227,7 @@ def _audit_commands(commands: _Commands) -> None:
     p = commands.command(
         "timeline",
         "the events of one snapshot, or of every snapshot of a VM",
-        _audited(handlers.audit_timeline),
+        _audited(audit_handlers.audit_timeline),
         audit,
     )
     p.add_argument("id", nargs="?")
@@ -216,25 +235,33 @@ def _audit_commands(commands: _Commands) -> None:
     commands.command(
         "export",
         "every stored event, in log order, as JSON lines",
-        _audited(handlers.audit_export),
+        _audited(audit_handlers.audit_export),
         audit,
     )
     p = commands.command(
         "state",
         "a snapshot as it was at a point of the log (time travel)",
-        _audited(handlers.audit_state),
+        _audited(audit_handlers.audit_state),
         audit,
     )
     p.add_argument("id")
     p.add_argument("--at", required=True, help="a log position (integer) or an ISO-8601 timestamp")
     p = commands.command(
-        "verify", "replay the whole log and check it", _audited(handlers.audit_verify), audit
+        "verify",
+        "replay the whole log and check it (read-only)",
+        audit_handlers.audit_verify,
+        audit,
     )
     p.add_argument(
         "--expect-head",
         metavar="POSITION:HASH",
         help="a chain head printed by an earlier verify and kept elsewhere: the chain "
         "must still pass through it",
+    )
+    p.add_argument(
+        "--from-export",
+        metavar="FILE",
+        help="verify an `audit export` file alone: no config or store needed",
     )
 
 
@@ -259,9 +286,9 @@ def _controlled(fn: handlers.ControllerHandler) -> Handler:
     return handlers.with_controller(fn)
 
 
-def _audited(fn: handlers.ControllerHandler) -> Handler:
-    # The audit commands also run with only --store, without a config file.
-    return handlers.with_controller(fn, store_only=True)
+def _audited(fn: audit_handlers.AuditHandler) -> Handler:
+    # The audit commands open the store read-only, also with only --store and no config.
+    return audit_handlers.with_auditing(fn)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

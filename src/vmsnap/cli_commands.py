@@ -1,7 +1,8 @@
 """
 The handlers of the ``vmsnap`` commands: one small function per command, named by its
-parser in ``cli.py``. A handler takes the parsed arguments and returns the exit code;
-the exceptions it raises are mapped to exit codes in ``cli.main``.
+parser in ``cli.py`` (the audit's are in ``cli_audit``). A handler takes the parsed
+arguments and returns the exit code; the exceptions it raises are mapped to exit codes in
+``cli.main``.
 
 Heavy modules are imported only when a command runs (ADR 0015).
 """
@@ -15,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
 
 from vmsnap import render
 
@@ -127,6 +128,31 @@ def interrupted(c: Controller, args: argparse.Namespace, e: Exception) -> int:
     return EXIT_FAILED
 
 
+class OriginArgs(TypedDict):
+    actor: str | None
+    reason: str | None
+    correlation_id: str | None
+
+
+def origin(args: argparse.Namespace) -> OriginArgs:
+    """
+    Who runs a state-changing command (the OS user and host), why (``--reason``) and
+    under which request (``--correlation-id``), for the operation's first event.
+    """
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = f"uid {os.getuid()}"
+    return {
+        "actor": f"{user}@{socket.gethostname()}",
+        "reason": args.reason,
+        "correlation_id": args.correlation_id,
+    }
+
+
 # Printing -----------------------------------------------------------------------------
 
 
@@ -223,6 +249,7 @@ def vm_snapshots_create(c: Controller, args: argparse.Namespace) -> int:
         description=args.description,
         memory=args.memory,
         quiesce=args.quiesce,
+        **origin(args),
     )
     return show(args, snapshot)
 
@@ -271,18 +298,18 @@ def vm_snapshots_show(c: Controller, args: argparse.Namespace) -> int:
 
 
 def vm_snapshots_revert(c: Controller, args: argparse.Namespace) -> int:
-    return show(args, c.revert_vm_snapshot(args.id), error_fails=True)
+    return show(args, c.revert_vm_snapshot(args.id, **origin(args)), error_fails=True)
 
 
 def vm_snapshots_delete(c: Controller, args: argparse.Namespace) -> int:
-    return show(args, c.delete_vm_snapshot(args.id))
+    return show(args, c.delete_vm_snapshot(args.id, **origin(args)))
 
 
 # Volume snapshots, pools, volumes, VMs --------------------------------------------------
 
 
 def snapshots_create(c: Controller, args: argparse.Namespace) -> int:
-    return show(args, c.create_volume_snapshot(args.volume, quiesce=args.quiesce))
+    return show(args, c.create_volume_snapshot(args.volume, quiesce=args.quiesce, **origin(args)))
 
 
 def snapshots_list(c: Controller, args: argparse.Namespace) -> int:
@@ -295,7 +322,7 @@ def snapshots_show(c: Controller, args: argparse.Namespace) -> int:
 
 
 def snapshots_delete(c: Controller, args: argparse.Namespace) -> int:
-    return show(args, c.delete_volume_snapshot(args.id))
+    return show(args, c.delete_volume_snapshot(args.id, **origin(args)))
 
 
 def pools_list(c: Controller, args: argparse.Namespace) -> int:
@@ -334,40 +361,4 @@ def reconcile(c: Controller, args: argparse.Namespace) -> int:
         print(render.reconcile_text(report.to_dict()))
     for problem in report.problems:
         print(f"error: {' '.join(problem.split())}", file=sys.stderr)
-    return EXIT_OK if report.ok else EXIT_FAILED
-
-
-# The audit ------------------------------------------------------------------------------
-
-
-def audit_timeline(c: Controller, args: argparse.Namespace) -> int:
-    if (args.id is None) == (args.vm is None):
-        raise Refused("give a snapshot ID or --vm VM")
-    events = c.audit_timeline(snapshot_id=args.id, vm_id=args.vm)
-    if args.json:
-        render.emit_json([e.to_dict() for e in events])
-    else:
-        print(render.timeline_text(events))
-        print(render.frozen_text(events))
-    return EXIT_OK
-
-
-def audit_state(c: Controller, args: argparse.Namespace) -> int:
-    return show(args, c.audit_state(args.id, args.at), ran=False)
-
-
-def audit_export(c: Controller, args: argparse.Namespace) -> int:
-    """JSON lines, whether or not ``--json`` is given."""
-    out = sys.stdout
-    for e in c.audit_export():
-        out.write(render.json_line(e.to_dict()))
-    return EXIT_OK
-
-
-def audit_verify(c: Controller, args: argparse.Namespace) -> int:
-    report = c.audit_verify(expect_head=args.expect_head)
-    if args.json:
-        render.emit_json(report.to_dict())
-    else:
-        print(render.verify_text(report))
     return EXIT_OK if report.ok else EXIT_FAILED

@@ -11,11 +11,14 @@ from pathlib import Path
 from types import TracebackType
 
 from vmsnap import config as config_module
+from vmsnap.adapters.log_reader import LogReader
 from vmsnap.adapters.store import EventLog
 from vmsnap.audit import Point
 from vmsnap.bootstrap import Wiring, wire
 from vmsnap.config import Config
 from vmsnap.domain.exceptions import InvalidRequest
+from vmsnap.domain.values import Origin
+from vmsnap.export import ExportedEvent
 from vmsnap.service.auditing import Auditing
 from vmsnap.service.commands import Commands
 from vmsnap.service.queries import Queries, SnapshotView
@@ -60,7 +63,10 @@ class Controller:
         self._commands = Commands(self._runtime)
         self._queries = Queries(self._runtime)
         self._recovery = Recovery(self._runtime)
-        self._auditing = Auditing(self._runtime)
+        wiring = self._wiring
+        self._auditing = Auditing(
+            LogReader.over(wiring.log), lambda vm: wiring.inventory.vm(vm) is not None
+        )
         self._reconciling = Reconciling(self._runtime)
         if recover:
             self.recover()
@@ -123,12 +129,18 @@ class Controller:
         memory: bool = False,
         quiesce: bool = False,
         on_claimed: Claimed | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        correlation_id: str | None = None,
     ) -> VmSnapshotView:
         """
         Take a VM snapshot with the strategy the factory chooses. Returns the snapshot;
         ``state == "failed"`` (with ``error``) when it ran and failed. ``on_claimed``
         (here and in the other operations) is called with the snapshot id once the VM
-        is claimed, before any hypervisor or driver call.
+        is claimed, before any hypervisor or driver call. ``actor`` (who asks),
+        ``reason`` (why) and ``correlation_id`` (the caller's request or ticket), here and
+        in the other operations, are recorded on the operation's first event for the
+        audit (at most 255 characters each).
 
         Raises:
             InvalidRequest: refused before anything was recorded.
@@ -143,11 +155,18 @@ class Controller:
             memory=memory,
             quiesce=quiesce,
             on_claimed=on_claimed,
+            origin=Origin(actor, reason, correlation_id),
         )
         return self.get_vm_snapshot(sid)
 
     def revert_vm_snapshot(
-        self, snapshot: str, *, on_claimed: Claimed | None = None
+        self,
+        snapshot: str,
+        *,
+        on_claimed: Claimed | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        correlation_id: str | None = None,
     ) -> VmSnapshotView:
         """
         Revert the VM to a ``ready`` snapshot. A failed revert returns the snapshot to
@@ -155,11 +174,21 @@ class Controller:
         """
         _args(snapshot=(snapshot, str))
         return self.get_vm_snapshot(
-            self._commands.revert_vm_snapshot(snapshot, on_claimed=on_claimed)
+            self._commands.revert_vm_snapshot(
+                snapshot,
+                on_claimed=on_claimed,
+                origin=Origin(actor, reason, correlation_id),
+            )
         )
 
     def delete_vm_snapshot(
-        self, snapshot: str, *, on_claimed: Claimed | None = None
+        self,
+        snapshot: str,
+        *,
+        on_claimed: Claimed | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        correlation_id: str | None = None,
     ) -> VmSnapshotView:
         """
         Delete a ``ready`` or ``failed`` snapshot; a failed delete ends ``failed`` and may
@@ -167,7 +196,11 @@ class Controller:
         """
         _args(snapshot=(snapshot, str))
         return self.get_vm_snapshot(
-            self._commands.delete_vm_snapshot(snapshot, on_claimed=on_claimed)
+            self._commands.delete_vm_snapshot(
+                snapshot,
+                on_claimed=on_claimed,
+                origin=Origin(actor, reason, correlation_id),
+            )
         )
 
     def snapshot(self, snapshot: str) -> SnapshotView:
@@ -189,7 +222,14 @@ class Controller:
     # Volume snapshots -------------------------------------------------------------
 
     def create_volume_snapshot(
-        self, volume_id: str, *, quiesce: bool = False, on_claimed: Claimed | None = None
+        self,
+        volume_id: str,
+        *,
+        quiesce: bool = False,
+        on_claimed: Claimed | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        correlation_id: str | None = None,
     ) -> VolumeSnapshotView:
         """
         Snapshot one volume; ``quiesce`` only where its pool advertises
@@ -198,13 +238,24 @@ class Controller:
         _args(volume_id=(volume_id, str))
         _flags(quiesce=quiesce)
         sid = self._commands.create_volume_snapshot(
-            volume_id, quiesce=quiesce, on_claimed=on_claimed
+            volume_id,
+            quiesce=quiesce,
+            on_claimed=on_claimed,
+            origin=Origin(actor, reason, correlation_id),
         )
         return self.get_volume_snapshot(sid)
 
-    def delete_volume_snapshot(self, snapshot: str) -> VolumeSnapshotView:
+    def delete_volume_snapshot(
+        self,
+        snapshot: str,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        correlation_id: str | None = None,
+    ) -> VolumeSnapshotView:
         _args(snapshot=(snapshot, str))
-        return self.get_volume_snapshot(self._commands.delete_volume_snapshot(snapshot))
+        sid = self._commands.delete_volume_snapshot(snapshot, Origin(actor, reason, correlation_id))
+        return self.get_volume_snapshot(sid)
 
     def get_volume_snapshot(self, snapshot: str) -> VolumeSnapshotView:
         return self._queries.get_volume_snapshot(snapshot)
@@ -280,16 +331,19 @@ class Controller:
         """
         return self._auditing.timeline(snapshot_id=snapshot_id, vm_id=vm_id)
 
-    def audit_export(self) -> Iterator[EventView]:
+    def audit_export(self) -> Iterator[ExportedEvent]:
         """
-        Every stored event in log order, read in pages.
+        Every stored event in log order, read in pages, with its stored form, digest and
+        chain hash: enough to verify the log from the export alone (ADR 0021).
         """
         return self._auditing.export()
 
     def audit_verify(self, expect_head: str | None = None) -> VerifyReport:
         """
         Replay the whole log in pages: legal transitions, the AND rule, a thaw after every
-        freeze, views equal to a rebuild, and the chain of seals intact (ADR 0011, 0012).
+        freeze, views equal to a rebuild, and the chain of seals intact and complete (ADR
+        0011, 0012, 0021). Read-only: events not sealed yet are reported (``unsealed``),
+        never sealed here.
         ``expect_head``: ``POSITION:HASH``, a ``chain_head`` an earlier verify gave and
         that was kept elsewhere: the chain must still pass through it.
 

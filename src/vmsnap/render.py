@@ -144,12 +144,35 @@ def timeline_text(events: Sequence[EventView]) -> str:
 
     lines, previous = [], None
     for e in events:
+        summary = ", ".join(f"{k}={short(v)}" for k, v in e.data.items() if k not in ("caps",))
+        if not e.timestamp:  # an event that cannot be read: its error is its data
+            lines.append(f"{e.position:>6}  {'?':15}  {'':>10}  {e.type:34} {summary}")
+            continue
         at = datetime.fromisoformat(e.timestamp)
         delta = "" if previous is None else f"+{(at - previous).total_seconds() * 1000:.1f}ms"
         previous = at
-        summary = ", ".join(f"{k}={short(v)}" for k, v in e.data.items() if k not in ("caps",))
         lines.append(f"{e.position:>6}  {at:%H:%M:%S.%f}  {delta:>10}  {e.type:34} {summary}")
+        caps = caps_text(e.data)
+        if caps:
+            lines.append(f"{'':>46}caps then: {caps}")
     return "\n".join(lines) if lines else "(no events)"
+
+
+def caps_text(data: Mapping[str, Any]) -> str:
+    """
+    What the pools advertised when a snapshot was requested (its ``caps``), in full:
+    ``pool: CAP, CAP; pool: none``. A volume snapshot's caps are its one pool's.
+    """
+    caps = data.get("caps")
+    if not isinstance(caps, Mapping) or not caps:
+        return ""
+    if all(isinstance(v, bool) for v in caps.values()):  # one pool's: a volume snapshot
+        caps = {str(data.get("pool_id", "?")): caps}
+    parts = []
+    for pool, advertised in caps.items():
+        names = [c for c, on in dict(advertised).items() if on]
+        parts.append(f"{pool}: {', '.join(names) if names else 'none'}")
+    return "; ".join(parts)
 
 
 def frozen_text(events: Sequence[EventView]) -> str:
@@ -178,6 +201,12 @@ def verify_text(report: VerifyReport) -> str:
     if report.chain_head is not None:
         position, digest = report.chain_head
         lines.append(f"chain head: {position}:{digest} (keep it: --expect-head)")
+    if report.unsealed is not None:
+        count, first, last = report.unsealed
+        lines.append(
+            f"not yet sealed: {count} event(s) at positions {first}-{last} (sealed when the "
+            "views next catch up after a command; the chain proves nothing about them yet)"
+        )
     lines += [f"  - {p}" for p in report.problems]
     return "\n".join(lines)
 

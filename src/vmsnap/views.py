@@ -152,14 +152,19 @@ class VerifyReport:
     events: int
     problems: tuple[str, ...]
     chain_head: tuple[int, str] | None = None
+    #: The events past the last seal, not sealed yet: (count, first, last position).
+    unsealed: tuple[int, int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        head = self.chain_head
+        head, tail = self.chain_head, self.unsealed
         return {
             "ok": self.ok,
             "events": self.events,
             "problems": list(self.problems),
             "chain_head": None if head is None else {"position": head[0], "hash": head[1]},
+            "unsealed": (
+                None if tail is None else {"events": tail[0], "first": tail[1], "last": tail[2]}
+            ),
         }
 
 

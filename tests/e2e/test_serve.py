@@ -79,6 +79,13 @@ def test_a_quiesced_vm_snapshot_is_created_polled_listed_reverted_and_deleted(
     assert (snap["state"], snap["type"], snap["current"]) == ("Ready", "Disk", True)
     assert (snap["virtualmachineid"], snap["parent"]) == ("vm-1", None)
     assert (snap["quiescevm"], snap["quiesced"], snap["strategy"]) == (True, True, "storage")
+    requested = next(
+        e["data"]
+        for e in export(server.config, server.folder)
+        if e["type"] == "VmSnapshot.Requested" and e["originator_id"] == snap["id"]
+    )
+    # Who (the API user) and which request (the async job) are on the operation's first event.
+    assert (requested["actor"], requested["correlation_id"]) == ("admin", accepted["jobid"])
 
     listed = cs.listVMSnapshot(virtualmachineid="vm-1")
     assert listed["count"] == 1

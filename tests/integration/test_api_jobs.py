@@ -54,7 +54,7 @@ def test_a_job_is_pending_while_it_runs_then_answers_its_outcome(
     jobs = Jobs(controller)
     release = threading.Event()
 
-    def work(on_claimed: Callable[[str], None]) -> Outcome:
+    def work(on_claimed: Callable[[str], None], job_id: str) -> Outcome:
         on_claimed(SNAPSHOT)
         release.wait(60)
         return {"snapshot": {"id": SNAPSHOT}}, None, None
@@ -82,7 +82,7 @@ def test_a_job_is_pending_while_it_runs_then_answers_its_outcome(
 def test_a_refusal_before_the_claim_ends_the_job_at_once(controller: Controller) -> None:
     jobs = Jobs(controller)
 
-    def work(on_claimed: Callable[[str], None]) -> Outcome:
+    def work(on_claimed: Callable[[str], None], job_id: str) -> Outcome:
         controller.create_vm_snapshot("vm-1", name="x" * 300, on_claimed=on_claimed)
         raise AssertionError("refused before the claim")
 

@@ -168,9 +168,16 @@ class CloudStackApi:
         check_text("description", description)
         memory, quiesce = boolean(p, "snapshotmemory"), boolean(p, "quiescevm")
 
-        def work(on_claimed: Callable[[str], None]) -> Outcome:
+        def work(on_claimed: Callable[[str], None], job_id: str) -> Outcome:
             view = self._ctl.create_vm_snapshot(
-                vm_id, name, description, memory=memory, quiesce=quiesce, on_claimed=on_claimed
+                vm_id,
+                name,
+                description,
+                memory=memory,
+                quiesce=quiesce,
+                on_claimed=on_claimed,
+                actor=principal.user,
+                correlation_id=job_id,
             )
             return self._outcome("createVMSnapshot", view)
 
@@ -179,8 +186,10 @@ class CloudStackApi:
     def _revert(self, principal: Principal, p: Params) -> Doc | Deferred:
         sid = self._lists.vm_snapshot(principal, required(p, "vmsnapshotid"), "vmsnapshotid").id
 
-        def work(on_claimed: Callable[[str], None]) -> Outcome:
-            view = self._ctl.revert_vm_snapshot(sid, on_claimed=on_claimed)
+        def work(on_claimed: Callable[[str], None], job_id: str) -> Outcome:
+            view = self._ctl.revert_vm_snapshot(
+                sid, on_claimed=on_claimed, actor=principal.user, correlation_id=job_id
+            )
             return self._outcome("revertToVMSnapshot", view)
 
         return self._submit(principal, "revertToVMSnapshot", p, sid, work)
@@ -188,8 +197,10 @@ class CloudStackApi:
     def _delete(self, principal: Principal, p: Params) -> Doc | Deferred:
         sid = self._lists.vm_snapshot(principal, required(p, "vmsnapshotid"), "vmsnapshotid").id
 
-        def work(on_claimed: Callable[[str], None]) -> Outcome:
-            view = self._ctl.delete_vm_snapshot(sid, on_claimed=on_claimed)
+        def work(on_claimed: Callable[[str], None], job_id: str) -> Outcome:
+            view = self._ctl.delete_vm_snapshot(
+                sid, on_claimed=on_claimed, actor=principal.user, correlation_id=job_id
+            )
             return self._outcome("deleteVMSnapshot", view)
 
         return self._submit(principal, "deleteVMSnapshot", p, sid, work)
@@ -199,9 +210,13 @@ class CloudStackApi:
         self._lists.volume_vm(principal, volume_id)
         quiesce = boolean(p, "quiescevm")
 
-        def work(on_claimed: Callable[[str], None]) -> Outcome:
+        def work(on_claimed: Callable[[str], None], job_id: str) -> Outcome:
             view = self._ctl.create_volume_snapshot(
-                volume_id, quiesce=quiesce, on_claimed=on_claimed
+                volume_id,
+                quiesce=quiesce,
+                on_claimed=on_claimed,
+                actor=principal.user,
+                correlation_id=job_id,
             )
             return self._outcome("createSnapshot", view)
 
@@ -216,8 +231,11 @@ class CloudStackApi:
         if not can_act(principal, view.vm_id, self._inv):
             raise no_such("id", sid)
 
-        def work(on_claimed: Callable[[str], None]) -> Outcome:
-            return self._outcome("deleteSnapshot", self._ctl.delete_volume_snapshot(view.id))
+        def work(on_claimed: Callable[[str], None], job_id: str) -> Outcome:
+            deleted = self._ctl.delete_volume_snapshot(
+                view.id, actor=principal.user, correlation_id=job_id
+            )
+            return self._outcome("deleteSnapshot", deleted)
 
         return self._submit(principal, "deleteSnapshot", p, view.id, work)
 
@@ -227,7 +245,7 @@ class CloudStackApi:
         command: str,
         p: Params,
         snapshot_id: str | None,
-        work: Callable[[Callable[[str], None]], Outcome],
+        work: Callable[[Callable[[str], None], str], Outcome],
     ) -> Doc | Deferred:
         settled: Callable[[], None] | None = getattr(self._call, "on_settled", None)
         job = self._jobs.submit(principal, command, dict(p), snapshot_id, work, on_settled=settled)

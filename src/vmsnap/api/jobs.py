@@ -29,7 +29,8 @@ from vmsnap.domain.exceptions import InvalidRequest, OperationInProgress
 #: (result object, error code, error text): the object when it succeeded, else the error.
 Outcome = tuple[dict[str, Any] | None, int | None, str | None]
 #: The work of a job: runs the Controller call, telling ``on_claimed`` the snapshot id.
-Work = Callable[[Callable[[str], None]], Outcome]
+# The job's work: given the claim callback and the job id (its correlation id).
+Work = Callable[[Callable[[str], None], str], Outcome]
 #: How a job whose server stopped ended, read from its snapshot; None while in progress.
 Conclude = Callable[[ApiJob], Outcome | None]
 
@@ -99,7 +100,7 @@ class Jobs:
 
         def run() -> None:
             try:
-                outcome = _run(work, on_claimed)
+                outcome = _run(work, on_claimed, str(job.id))
                 job.finish(*outcome)
                 self._log.save(job)
             finally:
@@ -188,9 +189,9 @@ class Jobs:
         return pid_alive(pid)
 
 
-def _run(work: Work, on_claimed: Callable[[str], None]) -> Outcome:
+def _run(work: Work, on_claimed: Callable[[str], None], job_id: str) -> Outcome:
     try:
-        return work(on_claimed)
+        return work(on_claimed, job_id)
     except OperationInProgress as e:
         return None, CONFLICT, str(e)
     except InvalidRequest as e:

@@ -16,7 +16,7 @@ from vmsnap.domain.exceptions import InvalidRequest, NotFound
 from vmsnap.domain.pool import Pool
 from vmsnap.domain.ports import Hypervisor
 from vmsnap.domain.rules import check_text, choose_strategy, default_name, group_by_driver
-from vmsnap.domain.values import RUNNING, Capabilities, VmInfo, VolumeRef
+from vmsnap.domain.values import NO_ORIGIN, RUNNING, Capabilities, Origin, VmInfo, VolumeRef
 from vmsnap.domain.vm import (
     CREATE,
     DELETE,
@@ -49,9 +49,11 @@ class Commands:
         memory: bool,
         quiesce: bool,
         on_claimed: Claimed | None,
+        origin: Origin = NO_ORIGIN,
     ) -> str:
         rt = self.rt
         vm = rt.vm_info(vm_id)
+        check_origin(origin)
         check_text("name", name)
         check_text("description", description)
         if memory and vm.power_state != RUNNING:
@@ -81,26 +83,33 @@ class Commands:
             groups=group_by_driver(vm.volumes, drivers),
             caps={p: c.to_dict() for p, c in sorted(caps.items())},
             parent_id=vm_aggregate.current,
+            **origin.fields(),
         )
         vm_aggregate.observe_volumes(vm.volumes)
-        vm_aggregate.start(CREATE, str(snap.id), rt.owner, name, vm_aggregate.current)
+        vm_aggregate.start(
+            CREATE, str(snap.id), rt.owner, name, vm_aggregate.current, origin=origin
+        )
         rt.claim(vm_aggregate, snap, on_claimed=on_claimed)
         with rt.operation(str(snap.id), vm.id):
             self._record_pools(caps)
             VmSnapshotFlow(rt.steps(snap, vm), vm_aggregate).create()
         return str(snap.id)
 
-    def revert_vm_snapshot(self, snapshot: str, *, on_claimed: Claimed | None) -> str:
-        snap, vm, vm_aggregate = self._prepare(snapshot, START_REVERT, REVERT)
-        snap.start_revert()
+    def revert_vm_snapshot(
+        self, snapshot: str, *, on_claimed: Claimed | None, origin: Origin = NO_ORIGIN
+    ) -> str:
+        snap, vm, vm_aggregate = self._prepare(snapshot, START_REVERT, REVERT, origin)
+        snap.start_revert(origin)
         self.rt.claim(vm_aggregate, snap, on_claimed=on_claimed)
         with self.rt.operation(str(snap.id), vm.id):
             VmSnapshotFlow(self.rt.steps(snap, vm), vm_aggregate).revert()
         return str(snap.id)
 
-    def delete_vm_snapshot(self, snapshot: str, *, on_claimed: Claimed | None) -> str:
-        snap, vm, vm_aggregate = self._prepare(snapshot, START_DELETE, DELETE)
-        snap.start_delete()
+    def delete_vm_snapshot(
+        self, snapshot: str, *, on_claimed: Claimed | None, origin: Origin = NO_ORIGIN
+    ) -> str:
+        snap, vm, vm_aggregate = self._prepare(snapshot, START_DELETE, DELETE, origin)
+        snap.start_delete(origin)
         self.rt.claim(vm_aggregate, snap, on_claimed=on_claimed)
         with self.rt.operation(str(snap.id), vm.id):
             VmSnapshotFlow(self.rt.steps(snap, vm), vm_aggregate).delete()
@@ -109,9 +118,15 @@ class Commands:
     # Volume snapshots ---------------------------------------------------------------------
 
     def create_volume_snapshot(
-        self, volume_id: str, *, quiesce: bool, on_claimed: Claimed | None
+        self,
+        volume_id: str,
+        *,
+        quiesce: bool,
+        on_claimed: Claimed | None,
+        origin: Origin = NO_ORIGIN,
     ) -> str:
         rt = self.rt
+        check_origin(origin)
         volume = rt.wiring.inventory.volume(volume_id)
         if volume is None:
             raise NotFound(f"no such volume: {volume_id}")
@@ -136,17 +151,19 @@ class Commands:
             quiesce_requested=quiesce,
             hypervisor=hv.name,
             caps=caps.to_dict(),
+            **origin.fields(),
         )
         vm_aggregate.observe_volumes(vm.volumes)
-        vm_aggregate.start(VOLUME_SNAPSHOT, str(snap.id), rt.owner)
+        vm_aggregate.start(VOLUME_SNAPSHOT, str(snap.id), rt.owner, origin=origin)
         rt.claim(vm_aggregate, snap, on_claimed=on_claimed)
         with rt.operation(str(snap.id), vm.id):
             self._record_pools({volume.pool_id: caps})
             VolumeSnapshotFlow(rt.steps(snap, vm), vm_aggregate, driver, volume).create()
         return str(snap.id)
 
-    def delete_volume_snapshot(self, snapshot: str) -> str:
+    def delete_volume_snapshot(self, snapshot: str, origin: Origin = NO_ORIGIN) -> str:
         rt = self.rt
+        check_origin(origin)
         snap = rt.load(snapshot, VolumeSnapshot)
         vm_aggregate = rt.vm_aggregate(snap.vm_id)
         vm_aggregate.check_idle()
@@ -154,8 +171,8 @@ class Commands:
         vm = rt.check_parts(snap)  # config drift: refused, naming the missing part
         volume = rt.volume_info(snap.volume_id)
         driver = rt.driver(snap.pool_id)
-        vm_aggregate.start(VOLUME_SNAPSHOT_DELETE, snapshot, rt.owner)
-        snap.start_delete()
+        vm_aggregate.start(VOLUME_SNAPSHOT_DELETE, snapshot, rt.owner, origin=origin)
+        snap.start_delete(origin)
         rt.claim(vm_aggregate, snap)
         with rt.operation(str(snap.id), vm.id):
             VolumeSnapshotFlow(rt.steps(snap, vm), vm_aggregate, driver, volume).delete()
@@ -201,9 +218,10 @@ class Commands:
         return name
 
     def _prepare(
-        self, snapshot: str, trigger: str, operation: str
+        self, snapshot: str, trigger: str, operation: str, origin: Origin
     ) -> tuple[VmSnapshot, VmInfo, Vm]:
         rt = self.rt
+        check_origin(origin)
         snap = rt.load(snapshot, VmSnapshot)
         vm_aggregate = rt.vm_aggregate(snap.vm_id)
         vm_aggregate.check_idle()  # busy VM first: a snapshot still being created is a conflict
@@ -213,7 +231,7 @@ class Commands:
         hv.check_vm(vm)
         if operation == REVERT:
             hv.check_revert(vm, memory=snap.memory)
-        vm_aggregate.start(operation, str(snap.id), rt.owner)
+        vm_aggregate.start(operation, str(snap.id), rt.owner, origin=origin)
         return snap, vm, vm_aggregate
 
     def _record_pools(self, caps: dict[str, Capabilities]) -> None:
@@ -240,6 +258,15 @@ class Commands:
                     break
                 except IntegrityError:
                     continue
+
+
+def check_origin(origin: Origin) -> None:
+    """
+    Refuse an actor, reason or correlation id that is too long (before anything is
+    recorded).
+    """
+    for field, value in origin.fields().items():
+        check_text(field, value)
 
 
 def _free_default_name(vm_aggregate: Vm) -> str:

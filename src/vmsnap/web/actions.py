@@ -65,6 +65,7 @@ class Actions:
                 memory=f.get("memory") == "on",
                 quiesce=f.get("quiesce") == "on",
                 on_claimed=on_claimed,
+                actor=user.name,
             )
 
         return await self.start(request, work, lambda sid: f"/#vm-{vm_id}")
@@ -77,7 +78,9 @@ class Actions:
 
         def work(on_claimed: Callable[[str], None]) -> object:
             quiesce = f.get("quiesce") == "on"
-            return self.c.create_volume_snapshot(volume_id, quiesce=quiesce, on_claimed=on_claimed)
+            return self.c.create_volume_snapshot(
+                volume_id, quiesce=quiesce, on_claimed=on_claimed, actor=user.name
+            )
 
         return await self.start(request, work, lambda sid: f"/#vm-{vm.id}")
 
@@ -97,7 +100,7 @@ class Actions:
 
         def work(on_claimed: Callable[[str], None]) -> object:
             assert call is not None
-            return call(sid, on_claimed=on_claimed)
+            return call(sid, on_claimed=on_claimed, actor=user.name)
 
         return await self.start(request, work, lambda _: f"/#vm-{snap.vm_id}")
 

@@ -143,7 +143,7 @@ def test_a_job_queued_behind_busy_workers_is_answered_at_once(controller: Contro
     release = threading.Event()
     settled: list[str] = []
 
-    def hang(on_claimed: Callable[[str], None]) -> Outcome:
+    def hang(on_claimed: Callable[[str], None], job_id: str) -> Outcome:
         release.wait(60)
         return {}, None, None
 
@@ -175,10 +175,10 @@ def test_a_job_queued_behind_busy_workers_is_answered_at_once(controller: Contro
 def test_a_failed_job_may_be_retried_with_the_same_signed_request(controller: Controller) -> None:
     jobs = Jobs(controller)
 
-    def busy(on_claimed: Callable[[str], None]) -> Outcome:
+    def busy(on_claimed: Callable[[str], None], job_id: str) -> Outcome:
         return None, 530, "VM vm-1 has an operation in progress"
 
-    def works(on_claimed: Callable[[str], None]) -> Outcome:
+    def works(on_claimed: Callable[[str], None], job_id: str) -> Outcome:
         on_claimed(SNAPSHOT)
         return {}, None, None
 
@@ -198,7 +198,7 @@ def test_without_expires_every_request_is_a_job_of_its_own(controller: Controlle
     jobs = Jobs(controller)
     unguarded = Principal("admin", "AK", "no-expires", guarded=False)
 
-    def works(on_claimed: Callable[[str], None]) -> Outcome:
+    def works(on_claimed: Callable[[str], None], job_id: str) -> Outcome:
         return {}, None, None
 
     try:

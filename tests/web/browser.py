@@ -56,10 +56,21 @@ def start_browser() -> Any:
 def until(
     driver: Any, condition: Callable[[Any], Any], what: str, timeout_s: float = WAIT_S
 ) -> Any:
-    """Selenium's WebDriverWait for ``condition``; the failure names ``what``."""
+    """
+    Selenium's WebDriverWait for ``condition``; the failure names ``what``. The page
+    updates itself live, so an element the condition found may be replaced before it is
+    read: that look is retried, not a failure.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(condition, what)
+    wait = WebDriverWait(
+        driver,
+        timeout_s,
+        poll_frequency=0.05,
+        ignored_exceptions=[StaleElementReferenceException],
+    )
+    return wait.until(condition, what)
 
 
 def screenshot(driver: Any, name: str, *, full: bool = True) -> Path:

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 #: A controller process whose pool-b snapshot call hangs (it is killed there).
 HANGING_CONTROLLER = """
-import sys, time
+import sys, threading
 from vmsnap import Controller
 from vmsnap.adapters.qcow2_driver import Qcow2Driver
 
@@ -34,7 +34,7 @@ original = Qcow2Driver.take_vm_snapshot
 def take(self, volumes, snapshot):
     if self.pool.id == "pool-b":
         open(sys.argv[2], "w").close()
-        time.sleep(600)  # killed in here
+        threading.Event().wait()  # hangs here until the test kills the process
     return original(self, volumes, snapshot)
 
 Qcow2Driver.take_vm_snapshot = take

@@ -21,6 +21,7 @@ from vmsnap.adapters.libvirt_live import (
 )
 from vmsnap.adapters.libvirt_xml import (
     describe,
+    description_of,
     disk_for,
     disk_targets,
     flag_names,
@@ -41,6 +42,9 @@ __all__ = ["NO_DISK", "LibvirtHypervisor", "disk_for", "snapshot_request"]
 
 #: The DriverError code when no disk of the domain holds the volume (not a libvirt code).
 NO_DISK = "no-disk"
+#: The description of a volume snapshot's domain snapshot, followed by the volume id: it
+#: tells volume snapshots from VM snapshots when listing them (``reconcile``).
+VOLUME_SNAPSHOT_OF = "vmsnap volume snapshot of "
 
 
 class LibvirtHypervisor(LibvirtConnection, Hypervisor):
@@ -285,8 +289,31 @@ class LibvirtHypervisor(LibvirtConnection, Hypervisor):
         A disk holds a volume when its ``<serial>``, its source file name without
         extension, its ``ua-`` alias or its target device equals the volume id.
         """
-        self._create(vm, name, memory=False, quiesce=False, volumes=[volume])
+        mark = VOLUME_SNAPSHOT_OF + volume.id
+        self._create(vm, name, memory=False, quiesce=False, volumes=[volume], description=mark)
         return name
+
+    def held_snapshots(self, vm: VmInfo) -> list[str] | None:
+        """
+        The domain's snapshots that are not volume snapshots (``reconcile``).
+        """
+        return [n for n, d in self._listed(vm) if not d.startswith(VOLUME_SNAPSHOT_OF)]
+
+    def held_volume_snapshots(self, vm: VmInfo, volume: VolumeInfo) -> list[str] | None:
+        """
+        The domain's snapshots taken as volume snapshots of ``volume`` (``reconcile``).
+        """
+        return [n for n, d in self._listed(vm) if d == VOLUME_SNAPSHOT_OF + volume.id]
+
+    def _listed(self, vm: VmInfo) -> list[tuple[str, str]]:
+        # Each snapshot's name and description.
+        def listed(dom: Any, _: bool) -> list[tuple[str, str]]:
+            return [
+                (str(s.getName()), description_of(str(s.getXMLDesc(0))))
+                for s in dom.listAllSnapshots(0)
+            ]
+
+        return self._call("listAllSnapshots", vm, listed)
 
     def delete_volume_snapshot(self, vm: VmInfo, volume: VolumeInfo, name: str) -> None:
         """
@@ -330,6 +357,7 @@ class LibvirtHypervisor(LibvirtConnection, Hypervisor):
         memory: bool,
         quiesce: bool,
         volumes: Sequence[VolumeInfo] | None = None,
+        description: str | None = None,
     ) -> str:
         # volumes: capture only their disks (None: every disk).
         def create(dom: Any, retried: bool) -> str:
@@ -343,6 +371,7 @@ class LibvirtHypervisor(LibvirtConnection, Hypervisor):
             only = None if volumes is None else [_disk(vm, xml, v, disks) for v in volumes]
             flags, request = snapshot_request(
                 name,
+                description=description,
                 active=bool(dom.isActive()),
                 memory=memory,
                 quiesce=quiesce,

@@ -32,6 +32,7 @@ def snapshot_request(
     disk: str | None = None,
     disks: Sequence[str] = (),
     only: Collection[str] | None = None,
+    description: str | None = None,
 ) -> tuple[int, str]:
     """
     Return the flags and the ``<domainsnapshot>`` XML vmsnap gives ``snapshotCreateXML``.
@@ -47,11 +48,14 @@ def snapshot_request(
         disks: every disk of the domain (the others are marked ``snapshot='no'``).
         only: capture only these disks (target devs), e.g. those no storage driver
             captures itself; ``disk`` is the same as ``only=[disk]``.
+        description: the snapshot's ``<description>`` (it marks volume snapshots).
     """
     if disk is not None:
         only = [disk]
     root = ET.Element("domainsnapshot")
     ET.SubElement(root, "name").text = name
+    if description is not None:
+        ET.SubElement(root, "description").text = description
     flags = 0
     external = active and not memory and disk_only
     if external:
@@ -137,3 +141,11 @@ def describe(snap: Any, how: str) -> str:
 def flag_names(flags: int) -> str:
     names = [label for flag, label in FLAG_NAMES if flags & flag]
     return "flags " + ("|".join(names) if names else "none")
+
+
+def description_of(snapshot_xml: str) -> str:
+    """
+    Return the ``<description>`` of a ``<domainsnapshot>`` XML ("" when it has none).
+    """
+    element = ET.fromstring(snapshot_xml).find("description")
+    return (element.text or "") if element is not None else ""

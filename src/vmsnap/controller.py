@@ -107,6 +107,15 @@ class Controller:
         """
         return self._wiring.log
 
+    def stop(self) -> None:
+        """
+        Begin to stop (``vmsnap serve`` on SIGTERM): no new operation starts; a running one
+        that holds its guest frozen thaws it at once (recorded, reason ``interrupted``)
+        and fails, compensated, when its running call returns; the others run to their
+        end. Call :meth:`close` once they have.
+        """
+        self._runtime.stopping.set()
+
     def close(self) -> None:
         self._runtime.close()
 

@@ -14,7 +14,15 @@ import pytest
 import requests
 from cs import CloudStackApiException
 
-from tests.e2e.conftest import UNKNOWN_ID, assert_refused, e2e_config, export, ok_json, run
+from tests.e2e.conftest import (
+    STATE_FILE,
+    UNKNOWN_ID,
+    assert_refused,
+    e2e_config,
+    export,
+    ok_json,
+    run,
+)
 from tests.e2e.serve_fixtures import (
     FILE_KEY,
     FILE_SECRET,
@@ -22,7 +30,8 @@ from tests.e2e.serve_fixtures import (
     Server,
     wait_for_job,
 )
-from tests.support import write_config
+from tests.support import WAIT_S, wait_for, write_config
+from vmsnap.adapters.simulator import SimulatorWorld
 
 pytestmark = pytest.mark.slow
 
@@ -309,3 +318,39 @@ def test_bad_api_keys_are_refused_with_exit_2(tmp_path: Path, keys: str, message
     result = run("--config", config, "serve", "--port", "1", cwd=tmp_path)
     assert_refused(result)
     assert message in result.stderr
+
+
+def test_sigterm_while_a_guest_is_frozen_mid_call_thaws_it_at_once_and_exits_cleanly(
+    tmp_path: Path,
+) -> None:
+    # netapp-1's take_vm_snapshot runs long after SIGTERM: the guest must not wait for it.
+    server = Server(tmp_path, netapp_delay_s={"take_vm_snapshot": 20}).start()
+    cs = server.client()
+    job = cs.createVMSnapshot(virtualmachineid="vm-kvm", quiescevm=True)
+    with SimulatorWorld(tmp_path / STATE_FILE) as world:
+        wait_for(lambda: world.is_frozen("vm-kvm"), WAIT_S, "the guest frozen")
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: not world.is_frozen("vm-kvm"), WAIT_S, "the guest thawed")
+
+        def refused() -> bool:
+            try:
+                requests.get(server.endpoint, timeout=5)
+            except requests.ConnectionError:
+                return True
+            return False
+
+        wait_for(refused, WAIT_S, "serve to stop accepting requests")
+        assert server.stop() == 0  # it waited for the running call, then exited
+        assert world.hypervisor_snapshots("vm-kvm") == []
+    events = export(server.config, server.folder)
+    mine = [e for e in events if e["originator_id"] == job["id"]]
+    thaws = [e["data"]["reason"] for e in mine if e["type"] == "Snapshot.Unquiesced"]
+    assert thaws[0] == "interrupted"
+    [failed] = [e["data"] for e in mine if e["type"] == "Snapshot.Failed"]
+    assert "the controller is stopping" in failed["error"]
+    recovered = ok_json(run("--config", server.config, "recover", "--json", cwd=tmp_path))
+    assert recovered == {"recovered": [], "unrecovered": []}
+    assert run("--config", server.config, "reconcile", cwd=tmp_path).code == 0  # no orphan
+    verified = run("--config", server.config, "audit", "verify", "--json", cwd=tmp_path)
+    assert ok_json(verified)["ok"] is True

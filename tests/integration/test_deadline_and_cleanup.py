@@ -10,6 +10,7 @@ fast or slow the machine is, and no test measures time.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 
 from tests.conftest import STATE_FILE, VendorPool, volumes_of, world_config
 from tests.support import WAIT_S, wait_for, write_config
-from vmsnap import Controller
+from vmsnap import Controller, OperationInProgress
 from vmsnap.adapters import simulator_world as simulator
 from vmsnap.adapters.simulator import SimulatorWorld
 
@@ -211,3 +212,37 @@ def test_a_late_volume_snapshot_that_cannot_be_deleted_is_named_in_the_error(
         assert world.volume_snapshots(VOLUME) == [f"vmsnap-{snap.id}"]
         assert not world.is_frozen(VM)
         assert world.hypervisor_snapshots(VM) == []
+
+
+# -- a controller that stops (serve on SIGTERM) --------------------------------------------
+
+
+@pytest.mark.usefixtures("held_until_thawed")
+def test_stop_thaws_a_frozen_guest_at_once_and_refuses_new_operations(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, world_config(netapp=VendorPool(delay_s={"take_vm_snapshot": 1}))
+    )
+    with Controller.from_config(config) as ctrl, SimulatorWorld(tmp_path / STATE_FILE) as world:
+        created: list[Any] = []
+        worker = threading.Thread(
+            target=lambda: created.append(ctrl.create_vm_snapshot(VM, quiesce=True))
+        )
+        worker.start()
+        wait_for(lambda: world.is_frozen(VM), WAIT_S, f"{VM} frozen")
+
+        ctrl.stop()  # the held driver call returns only once the guest is thawed
+        worker.join(WAIT_S)
+
+        [snap] = created
+        assert snap.state == "failed" and snap.error is not None
+        assert "interrupted: the controller is stopping" in snap.error
+        events = timeline(ctrl, snap.id)
+        thaws = only(events, "Snapshot.Unquiesced")
+        assert (thaws[0]["thawed"], thaws[0]["reason"]) == (True, "interrupted")
+        assert "Snapshot.DeadlineExceeded" not in types(events)
+        [deleted] = only(events, "VmSnapshot.DriverSnapshotDeleted")
+        assert (deleted["pool_id"], deleted["compensation"]) == ("netapp-1", True)
+        clean(world)
+        with pytest.raises(OperationInProgress, match="vmsnap is stopping"):
+            ctrl.create_vm_snapshot("vm-plain")
+        assert ctrl.audit_verify().ok

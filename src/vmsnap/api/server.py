@@ -62,8 +62,11 @@ def serve(config: Config, store_url: str | None, host: str, port: int) -> int:
                 with _stop_on_signals():
                     server.run(sockets=[sock])
             finally:
-                web.close()  # waits for the operations the UI started
-                jobs.close()  # waits for the running jobs
+                # No new work; a frozen guest is thawed now, not when its call returns.
+                controller.stop()
+                with _stop_on_signals(again=True):
+                    web.close()  # waits for the operations the UI started
+                    jobs.close()  # waits for the running jobs
     finally:
         sock.close()
     return 0
@@ -74,14 +77,19 @@ class _Stop(Exception):
 
 
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[None]:
+def _stop_on_signals(*, again: bool = False) -> Iterator[None]:
     """
     uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the
     handler that was there before: this one, so that the jobs are waited for and the
-    store closed, and the command exits 0.
+    store closed, and the command exits 0. ``again``: while the running operations end,
+    a further signal only says what is awaited (its default action would kill the
+    process between a guest's freeze and its recorded thaw).
     """
 
     def stop(sig: int, frame: FrameType | None) -> None:
+        if again:
+            print("stopping: waiting for the running operations to end", file=sys.stderr)
+            return
         raise _Stop
 
     handled = (signal.SIGINT, signal.SIGTERM)

@@ -39,6 +39,7 @@ from vmsnap.flows.ledger import Answered, left_by
 
 T = TypeVar("T")
 THAW_ATTEMPTS = 3
+STOP_POLL_S = 0.05  # how soon a frozen VM's running call notices the controller stopping
 
 # Why a thaw or release happened (``Unquiesced.reason``).
 RULE, MANDATORY, FAILURE, RECOVERY, DEADLINE, INTERRUPTED = (
@@ -68,6 +69,7 @@ class Steps:
         hypervisor: Hypervisor,
         drivers: dict[str, StorageDriver],
         quiesce_deadline_s: float = 60.0,
+        stopping: threading.Event | None = None,
     ) -> None:
         self._store = save
         self.snap = snapshot
@@ -75,9 +77,12 @@ class Steps:
         self.hv = hypervisor
         self.drivers = drivers
         self.quiesce_deadline_s = quiesce_deadline_s
+        # Set when the controller stops (``vmsnap serve`` on SIGTERM): a frozen VM is thawed
+        # at once rather than when its running call returns.
+        self.stopping = stopping
         self.thaw_by: float | None = None  # monotonic time the frozen VM must be thawed by
         self.answered: Answered | None = None  # the last call's answer, until it is saved
-        self.expired = False
+        self.cut_short: str | None = None  # DEADLINE or INTERRUPTED: thawed mid-call
 
     def save(self, *aggregates: object) -> None:
         """
@@ -179,26 +184,48 @@ class Steps:
 
         worker = threading.Thread(target=run, name=f"vmsnap-{op}-{target}", daemon=True)
         worker.start()
-        assert self.thaw_by is not None
-        worker.join(max(0.0, self.thaw_by - time.monotonic()))
-        if worker.is_alive():
-            self.expired = True
+        cut = self._wait(worker)
+        if cut is not None:
+            self.cut_short = cut
             try:
-                self.snap.record_deadline_exceeded(target, op, self.quiesce_deadline_s)
-                self.save(self.snap)
+                if cut == DEADLINE:
+                    self.snap.record_deadline_exceeded(target, op, self.quiesce_deadline_s)
+                    self.save(self.snap)
                 with contextlib.suppress(StepFailed):  # recorded; recover retries a failed thaw
-                    self.unquiesce(self.snap.ref, thaw=True, release=None, reason=DEADLINE)
+                    self.unquiesce(self.snap.ref, thaw=True, release=None, reason=cut)
             finally:
                 worker.join()
         if errors:
             raise errors[0]
         return outcome[0]
 
+    def _wait(self, worker: threading.Thread) -> str | None:
+        """
+        Wait for a call of the frozen VM's; None when it answered before the quiesce
+        deadline and before the controller began to stop, else which came first.
+        """
+        assert self.thaw_by is not None
+        while worker.is_alive():
+            remaining = self.thaw_by - time.monotonic()
+            if remaining <= 0:
+                return DEADLINE
+            if self.stopping is None:
+                worker.join(remaining)
+            elif self.stopping.is_set():
+                return INTERRUPTED
+            else:
+                worker.join(min(remaining, STOP_POLL_S))
+        return None
+
     def check_deadline(self) -> None:
-        if self.expired:
+        if self.cut_short == DEADLINE:
             raise StepFailed(
                 f"quiesce deadline of {self.quiesce_deadline_s:g}s exceeded: "
                 "the VM was thawed while a call still ran"
+            )
+        if self.cut_short == INTERRUPTED:
+            raise StepFailed(
+                "interrupted: the controller is stopping; the VM was thawed while a call still ran"
             )
 
     def volumes(self, ids: tuple[str, ...]) -> list[VolumeInfo]:
@@ -257,7 +284,7 @@ class Steps:
             )
         except StepFailed:
             # Past the deadline the cleanup is not cut short again (one DeadlineExceeded).
-            self.thaw_by = None if self.expired else deadline
+            self.thaw_by = None if self.cut_short else deadline
             if thaw and self.snap.frozen:
                 self.snap.record_alert(
                     "vm-frozen",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -52,6 +53,8 @@ class Runtime:
         # host:pid:token; recovery leaves alone the operations of controllers that still run.
         self.owner = f"{socket.gethostname()}:{process_id(os.getpid())}:{uuid4().hex[:8]}"
         self.running: set[str] = set()  # snapshot ids of this controller's operations
+        # Set by stop(): operations holding a guest frozen thaw it at once (Steps).
+        self.stopping = threading.Event()
         OPEN_OWNERS.add(self.owner)
 
     def close(self) -> None:
@@ -145,8 +148,11 @@ class Runtime:
         controller claimed the VM meanwhile, the store refuses the write.
 
         Raises:
-            OperationInProgress: another controller claimed the VM first.
+            OperationInProgress: another controller claimed the VM first, or this one is
+                stopping.
         """
+        if self.stopping.is_set():
+            raise OperationInProgress(f"VM {vm.vm_id}: vmsnap is stopping; try again later")
         try:
             self.wiring.log.save(vm, *aggregates)
             if vm.in_flight is not None:
@@ -192,6 +198,7 @@ class Runtime:
             self.wiring.hypervisor_of(vm),
             self.wiring.drivers,
             self.config.limits.quiesce_deadline_s,
+            stopping=self.stopping,
         )
 
     def done(self, sid: str) -> None:

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Self, TypeVar
 
 import libvirt
 
+from vmsnap.adapters.libvirt_xml import disk_for
 from vmsnap.domain.exceptions import DriverError
-from vmsnap.domain.values import VmInfo
+from vmsnap.domain.values import VmInfo, VolumeInfo
 
 _T = TypeVar("_T")
+
+#: The DriverError code when no disk of the domain holds the volume (not a libvirt code).
+NO_DISK = "no-disk"
 
 #: Error codes that mean "the connection may be gone" when the connection is not alive.
 _LOST_CODES = frozenset(
@@ -155,3 +159,26 @@ def _quiet_libvirt(quiet: bool) -> None:
         if not _quieted:
             libvirt.registerErrorHandler(_ignore_error, None)
             _quieted = True
+
+
+def find_snapshot(dom: Any, name: str) -> Any:
+    """The domain snapshot ``name``, or None when the domain has none of that name."""
+    try:
+        return dom.snapshotLookupByName(name)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+            return None
+        raise
+
+
+def disk_holding(vm: VmInfo, domain_xml: str, volume: VolumeInfo, disks: Sequence[str]) -> str:
+    """The target dev of the domain's disk that holds ``volume``; DriverError NO_DISK if none."""
+    disk = disk_for(domain_xml, volume)
+    if disk is None:
+        raise DriverError(
+            f"domain {domain_name(vm)} has no disk holding volume {volume.id}"
+            f" (looked at the serial, source file name, ua- alias and target of"
+            f" disks {', '.join(disks) or 'none'})",
+            NO_DISK,
+        )
+    return disk

@@ -10,7 +10,13 @@ from typing import Any
 
 import libvirt
 
-from vmsnap.adapters.libvirt_connection import LibvirtConnection, domain_name
+from vmsnap.adapters.libvirt_connection import (
+    NO_DISK,
+    LibvirtConnection,
+    disk_holding,
+    domain_name,
+    find_snapshot,
+)
 from vmsnap.adapters.libvirt_live import (
     AGENT_UNAVAILABLE,
     STILL_FROZEN,
@@ -21,10 +27,10 @@ from vmsnap.adapters.libvirt_live import (
 )
 from vmsnap.adapters.libvirt_xml import (
     describe,
-    description_of,
     disk_for,
     disk_targets,
     flag_names,
+    named_snapshots,
     snapshot_request,
 )
 from vmsnap.domain.exceptions import DriverError, InvalidRequest
@@ -40,8 +46,6 @@ from vmsnap.domain.values import (
 
 __all__ = ["NO_DISK", "LibvirtHypervisor", "disk_for", "snapshot_request"]
 
-#: The DriverError code when no disk of the domain holds the volume (not a libvirt code).
-NO_DISK = "no-disk"
 #: The description of a volume snapshot's domain snapshot, followed by the volume id: it
 #: tells volume snapshots from VM snapshots when listing them (``reconcile``).
 VOLUME_SNAPSHOT_OF = "vmsnap volume snapshot of "
@@ -306,14 +310,7 @@ class LibvirtHypervisor(LibvirtConnection, Hypervisor):
         return [n for n, d in self._listed(vm) if d == VOLUME_SNAPSHOT_OF + volume.id]
 
     def _listed(self, vm: VmInfo) -> list[tuple[str, str]]:
-        # Each snapshot's name and description.
-        def listed(dom: Any, _: bool) -> list[tuple[str, str]]:
-            return [
-                (str(s.getName()), description_of(str(s.getXMLDesc(0))))
-                for s in dom.listAllSnapshots(0)
-            ]
-
-        return self._call("listAllSnapshots", vm, listed)
+        return self._call("listAllSnapshots", vm, lambda dom, _: named_snapshots(dom))
 
     def delete_volume_snapshot(self, vm: VmInfo, volume: VolumeInfo, name: str) -> None:
         """
@@ -363,12 +360,12 @@ class LibvirtHypervisor(LibvirtConnection, Hypervisor):
         def create(dom: Any, retried: bool) -> str:
             if retried:
                 # The lost call may have made it: the name belongs to this snapshot.
-                existing = _find_snapshot(dom, name)
+                existing = find_snapshot(dom, name)
                 if existing is not None:
                     return describe(existing, "found after reconnecting")
             xml = str(dom.XMLDesc(0))
             disks = disk_targets(xml)
-            only = None if volumes is None else [_disk(vm, xml, v, disks) for v in volumes]
+            only = None if volumes is None else [disk_holding(vm, xml, v, disks) for v in volumes]
             flags, request = snapshot_request(
                 name,
                 description=description,
@@ -385,7 +382,7 @@ class LibvirtHypervisor(LibvirtConnection, Hypervisor):
 
     def _delete(self, vm: VmInfo, name: str) -> bool:
         def delete(dom: Any, _: bool) -> bool:
-            snap = _find_snapshot(dom, name)
+            snap = find_snapshot(dom, name)
             if snap is None:
                 return False
             try:
@@ -397,24 +394,3 @@ class LibvirtHypervisor(LibvirtConnection, Hypervisor):
             return True
 
         return self._call(f"delete snapshot {name}", vm, delete)
-
-
-def _find_snapshot(dom: Any, name: str) -> Any:
-    try:
-        return dom.snapshotLookupByName(name)
-    except libvirt.libvirtError as e:
-        if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
-            return None
-        raise
-
-
-def _disk(vm: VmInfo, domain_xml: str, volume: VolumeInfo, disks: Sequence[str]) -> str:
-    disk = disk_for(domain_xml, volume)
-    if disk is None:
-        raise DriverError(
-            f"domain {domain_name(vm)} has no disk holding volume {volume.id}"
-            f" (looked at the serial, source file name, ua- alias and target of"
-            f" disks {', '.join(disks) or 'none'})",
-            NO_DISK,
-        )
-    return disk

@@ -149,3 +149,12 @@ def description_of(snapshot_xml: str) -> str:
     """
     element = ET.fromstring(snapshot_xml).find("description")
     return (element.text or "") if element is not None else ""
+
+
+def named_snapshots(dom: Any) -> list[tuple[str, str]]:
+    """
+    The name and the ``<description>`` of each snapshot of the libvirt domain ``dom``.
+    """
+    return [
+        (str(s.getName()), description_of(str(s.getXMLDesc(0)))) for s in dom.listAllSnapshots(0)
+    ]

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
@@ -35,6 +36,7 @@ from vmsnap.domain.values import (
     temporary_name,
 )
 from vmsnap.domain.workflow import QUIESCING
+from vmsnap.flows.batch import Arrival, Batch
 from vmsnap.flows.ledger import Answered, left_by
 
 T = TypeVar("T")
@@ -68,6 +70,7 @@ class Steps:
         hypervisor: Hypervisor,
         drivers: dict[str, StorageDriver],
         quiesce_deadline_s: float = 60.0,
+        max_parallel: int = 8,
     ) -> None:
         self._store = save
         self.snap = snapshot
@@ -75,6 +78,7 @@ class Steps:
         self.hv = hypervisor
         self.drivers = drivers
         self.quiesce_deadline_s = quiesce_deadline_s
+        self.max_parallel = max(1, max_parallel)  # driver calls of one batch in flight at once
         self.thaw_by: float | None = None  # monotonic time the frozen VM must be thawed by
         self.answered: Answered | None = None  # the last call's answer, until it is saved
         self.expired = False
@@ -140,28 +144,92 @@ class Steps:
         record: Callable[[DriverGroup, T], None],
         *,
         keep_going: bool = False,
-        then: Callable[[], None] | None = None,
     ) -> None:
         """
-        Call each driver group's driver once (the seed's grouping), record each answer
-        with ``record`` and save it before the next call; ``then`` runs after each save.
-        ``keep_going``: a failed call (recorded) does not stop the others.
+        Call each driver group's driver once (the seed's grouping), at most
+        ``max_parallel`` calls at once (ADR 0024); record and save each answer, or each
+        failure, on this thread as it arrives. A failure (unless ``keep_going``) or the
+        quiesce deadline stops the batch: no further call starts, a frozen VM is thawed at
+        once (recorded), the calls still running are waited for and their answers
+        recorded (the compensation then deletes what they took); then StepFailed.
         """
-        for group in groups:
-            driver = self.drivers[group.pool_id]
-            volumes = self.volumes(group.volume_ids)
-            try:
-                answer = self.call(
-                    group.pool_id, op, functools.partial(fn, driver, volumes), pool_id=group.pool_id
-                )
-            except StepFailed:
-                if keep_going:
+        waiting = deque(groups)
+        batch = Batch(op)
+        stopped: str | None = None  # why the batch stopped early
+        try:
+            while waiting or batch.running:
+                while waiting and stopped is None and len(batch.running) < self.max_parallel:
+                    group = waiting.popleft()
+                    driver, volumes = self.drivers[group.pool_id], self.volumes(group.volume_ids)
+                    batch.start(group, functools.partial(fn, driver, volumes))
+                if not batch.running:
+                    break
+                arrival = batch.next(self._frozen_for())
+                if arrival is None:  # the deadline passed with calls still running
+                    why = self._deadline_passed(op, [*batch.running])
+                    stopped = stopped or why
                     continue
-                raise
-            record(group, answer)
+                if arrival.error is not None and not isinstance(arrival.error, Exception):
+                    batch.drain()  # not a call failure: the process is going down; as
+                    raise arrival.error  # with a call in process, nothing is recorded
+                error = self._record_arrival(arrival, op, record)
+                if error is not None and not keep_going and stopped is None:
+                    stopped = f"{op} on {arrival.group.pool_id} failed: {error}"
+                    if batch.running and self.snap.frozen:
+                        # Thaw now, not after the slow calls: the guest waits for nothing.
+                        with contextlib.suppress(StepFailed):  # recorded; compensation retries
+                            self.unquiesce(self.snap.ref, thaw=True, release=None, reason=FAILURE)
+        except (OperationTakenOver, StoreFailedMidOperation) as e:
+            # Nothing more can be recorded: what the running calls take is owed instead.
+            e.owed = (*e.owed, *self._owed_by(op, batch.drain()))
+            raise
+        if stopped is not None:
+            raise StepFailed(stopped)
+
+    def _frozen_for(self) -> float | None:
+        """How long the VM may stay frozen still; None: no deadline runs."""
+        if self.thaw_by is None or not self.snap.frozen:
+            return None
+        return max(0.0, self.thaw_by - time.monotonic())
+
+    def _record_arrival(
+        self, arrival: Arrival, op: str, record: Callable[[DriverGroup, T], None]
+    ) -> str | None:
+        """Record and save one call's outcome; return its error, if it failed."""
+        pool_id = arrival.group.pool_id
+        e = arrival.error
+        if e is None:
+            self.answered = Answered(pool_id, op, pool_id, arrival.answer)
+            record(arrival.group, arrival.answer)
             self.save(self.snap)
-            if then is not None:
-                then()
+            return None
+        code = e.code if isinstance(e, DriverError) else type(e).__name__
+        error = str(e) or type(e).__name__
+        self.snap.record_call_failed(pool_id, op, error, code=code, pool_id=pool_id)
+        self.save(self.snap)
+        return error
+
+    def _deadline_passed(self, op: str, running: list[str]) -> str:
+        """
+        The VM stayed frozen for the whole deadline: record each call still running, thaw
+        at once (recorded; the calls go on and are waited for after), return why.
+        """
+        self.expired = True
+        for pool_id in running:
+            self.snap.record_deadline_exceeded(pool_id, op, self.quiesce_deadline_s)
+        self.save(self.snap)
+        with contextlib.suppress(StepFailed):  # recorded; recover retries a failed thaw
+            self.unquiesce(self.snap.ref, thaw=True, release=None, reason=DEADLINE)
+        return self.deadline_message()
+
+    def _owed_by(self, op: str, arrivals: list[Arrival]) -> list[Owed]:
+        """What the answered calls of ``arrivals`` may hold, none of it recorded."""
+        owed: list[Owed] = []
+        for a in arrivals:
+            if a.error is None:
+                call = Answered(a.group.pool_id, op, a.group.pool_id, a.answer)
+                owed += left_by(self.snap, call)
+        return owed
 
     def _within_deadline(self, target: str, op: str, fn: Callable[[], T]) -> T:
         """
@@ -194,12 +262,15 @@ class Steps:
             raise errors[0]
         return outcome[0]
 
+    def deadline_message(self) -> str:
+        return (
+            f"quiesce deadline of {self.quiesce_deadline_s:g}s exceeded: "
+            "the VM was thawed while a call still ran"
+        )
+
     def check_deadline(self) -> None:
         if self.expired:
-            raise StepFailed(
-                f"quiesce deadline of {self.quiesce_deadline_s:g}s exceeded: "
-                "the VM was thawed while a call still ran"
-            )
+            raise StepFailed(self.deadline_message())
 
     def volumes(self, ids: tuple[str, ...]) -> list[VolumeInfo]:
         by_id = {v.id: v for v in self.vm.volumes}

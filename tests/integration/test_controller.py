@@ -791,9 +791,20 @@ def test_a_second_operation_on_a_vm_with_one_in_flight_is_refused_and_records_no
                 WAIT_S,
                 "the first operation's claim to show in the views",
             )
+            [running] = [s.id for s in ctrl.list_vm_snapshots("vm-vmware") if s.id != earlier.id]
+            # The other driver groups, called together with the held one, have answered.
+            wait_for(
+                lambda: (
+                    [e.type for e in ctrl.audit_timeline(snapshot_id=running)].count(
+                        "VmSnapshot.DriverSnapshotTaken"
+                    )
+                    == 2
+                ),
+                WAIT_S,
+                "primary-1's and pure-1's answers",
+            )
             before = event_count(ctrl)
             calls = len(world.calls())
-            [running] = [s.id for s in ctrl.list_vm_snapshots("vm-vmware") if s.id != earlier.id]
 
             attempts: list[Callable[[], Any]] = [
                 lambda: ctrl.create_vm_snapshot("vm-vmware", quiesce=True),

@@ -36,7 +36,7 @@ from vmsnap.domain.values import (
     temporary_name,
 )
 from vmsnap.domain.workflow import QUIESCING
-from vmsnap.flows.batch import Arrival, Batch
+from vmsnap.flows.batch import Batch
 from vmsnap.flows.ledger import Answered, left_by
 
 T = TypeVar("T")
@@ -80,7 +80,7 @@ class Steps:
         self.quiesce_deadline_s = quiesce_deadline_s
         self.max_parallel = max(1, max_parallel)  # driver calls of one batch in flight at once
         self.thaw_by: float | None = None  # monotonic time the frozen VM must be thawed by
-        self.answered: Answered | None = None  # the last call's answer, until it is saved
+        self.answered: list[Answered] = []  # answers of calls, until they are saved
         self.expired = False
 
     def save(self, *aggregates: object) -> None:
@@ -92,7 +92,7 @@ class Steps:
         try:
             self._store(*aggregates)
         except IntegrityError:
-            left = left_by(self.snap, self.answered) if self.answered else []
+            left = self._unsaved()
             raise OperationTakenOver(
                 f"snapshot {self.snap.id} on VM {self.vm.id}: recovery took the operation "
                 "over (its record changed under it); it stopped before its next call",
@@ -100,14 +100,18 @@ class Steps:
                 owed=left,
             ) from None
         except StoreError as e:
-            left = left_by(self.snap, self.answered) if self.answered else []
+            left = self._unsaved()
             raise StoreFailedMidOperation(
                 f"{e}; snapshot {self.snap.id} on VM {self.vm.id} is left in flight: "
                 "run 'vmsnap recover'",
                 str(self.snap.id),
                 owed=left,
             ) from None
-        self.answered = None
+        self.answered = []
+
+    def _unsaved(self) -> list[Owed]:
+        """What the answered calls not saved yet may have left in their backends."""
+        return [owed for call in self.answered for owed in left_by(self.snap, call)]
 
     def call(
         self,
@@ -125,7 +129,7 @@ class Steps:
                     answer = self._within_deadline(target, op, fn)
                 else:
                     answer = fn()
-                self.answered = Answered(target, op, pool_id, answer)
+                self.answered = [Answered(target, op, pool_id, answer)]
                 return answer
             except Exception as e:  # every failure is recorded, whatever raised it
                 code = e.code if isinstance(e, DriverError) else type(e).__name__
@@ -164,24 +168,22 @@ class Steps:
                     batch.start(group, functools.partial(fn, driver, volumes))
                 if not batch.running:
                     break
-                arrival = batch.next(self._frozen_for())
-                if arrival is None:  # the deadline passed with calls still running
+                arrivals = batch.arrived(self._frozen_for())
+                if not arrivals:  # the deadline passed with calls still running
                     why = self._deadline_passed(op, [*batch.running])
                     stopped = stopped or why
                     continue
-                if arrival.error is not None and not isinstance(arrival.error, Exception):
-                    batch.drain()  # not a call failure: the process is going down; as
-                    raise arrival.error  # with a call in process, nothing is recorded
-                error = self._record_arrival(arrival, op, record)
-                if error is not None and not keep_going and stopped is None:
-                    stopped = f"{op} on {arrival.group.pool_id} failed: {error}"
+                failure = batch.record(self.snap, arrivals, record, self.answered)
+                self.save(self.snap)  # those that came together, in one transaction
+                if failure is not None and not keep_going and stopped is None:
+                    stopped = failure
                     if batch.running and self.snap.frozen:
                         # Thaw now, not after the slow calls: the guest waits for nothing.
                         with contextlib.suppress(StepFailed):  # recorded; compensation retries
                             self.unquiesce(self.snap.ref, thaw=True, release=None, reason=FAILURE)
         except (OperationTakenOver, StoreFailedMidOperation) as e:
             # Nothing more can be recorded: what the running calls take is owed instead.
-            e.owed = (*e.owed, *self._owed_by(op, batch.drain()))
+            e.owed = (*e.owed, *batch.owed(self.snap, batch.drain()))
             raise
         if stopped is not None:
             raise StepFailed(stopped)
@@ -191,23 +193,6 @@ class Steps:
         if self.thaw_by is None or not self.snap.frozen:
             return None
         return max(0.0, self.thaw_by - time.monotonic())
-
-    def _record_arrival(
-        self, arrival: Arrival, op: str, record: Callable[[DriverGroup, T], None]
-    ) -> str | None:
-        """Record and save one call's outcome; return its error, if it failed."""
-        pool_id = arrival.group.pool_id
-        e = arrival.error
-        if e is None:
-            self.answered = Answered(pool_id, op, pool_id, arrival.answer)
-            record(arrival.group, arrival.answer)
-            self.save(self.snap)
-            return None
-        code = e.code if isinstance(e, DriverError) else type(e).__name__
-        error = str(e) or type(e).__name__
-        self.snap.record_call_failed(pool_id, op, error, code=code, pool_id=pool_id)
-        self.save(self.snap)
-        return error
 
     def _deadline_passed(self, op: str, running: list[str]) -> str:
         """
@@ -221,15 +206,6 @@ class Steps:
         with contextlib.suppress(StepFailed):  # recorded; recover retries a failed thaw
             self.unquiesce(self.snap.ref, thaw=True, release=None, reason=DEADLINE)
         return self.deadline_message()
-
-    def _owed_by(self, op: str, arrivals: list[Arrival]) -> list[Owed]:
-        """What the answered calls of ``arrivals`` may hold, none of it recorded."""
-        owed: list[Owed] = []
-        for a in arrivals:
-            if a.error is None:
-                call = Answered(a.group.pool_id, op, a.group.pool_id, a.answer)
-                owed += left_by(self.snap, call)
-        return owed
 
     def _within_deadline(self, target: str, op: str, fn: Callable[[], T]) -> T:
         """

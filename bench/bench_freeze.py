@@ -26,7 +26,7 @@ from tests.toml_text import toml_table  # noqa: E402
 DELAY_S = 0.02 if quick() else 0.2  # each driver's take_vm_snapshot
 MARGIN_MS = 25.0
 POOL_COUNTS = (1, 2, 4) if quick() else (1, 2, 4, 8, 16)
-CREATES = 1 if quick() else 3
+CREATES = 1 if quick() else 5
 SEQUENTIAL, DEFAULT = 1, 8
 
 

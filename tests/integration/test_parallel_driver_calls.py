@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from tests.conftest import ALL_CAPS, STATE_FILE
@@ -22,6 +23,8 @@ from tests.crash import SimulatedCrash
 from tests.support import WAIT_S, Config, vm_tables, wait_for, write_config
 from vmsnap import Controller
 from vmsnap.adapters.simulator import SimulatorWorld
+from vmsnap.config import load
+from vmsnap.domain.exceptions import OperationTakenOver
 
 VM = "vm-wide"
 Gate = Callable[[str], None]  # runs in the call's worker thread, with the pool's id
@@ -314,17 +317,13 @@ def test_recovery_undoes_every_group_without_a_recorded_answer(
     open_world: Any, tmp_path: Path
 ) -> None:
     ctrl, world = open_world(4)
-    threads: dict[str, threading.Thread] = {}
-    lock = threading.Lock()
+    reader, _ = open_world(4)  # another controller on the same store and world
     all_in = barrier_gate(4)
 
     def take(pool: str) -> None:
-        with lock:
-            threads[pool] = threading.current_thread()
         all_in(pool)
-        if pool in ("pool-2", "pool-3"):
-            for early in ("pool-0", "pool-1"):  # their answers come (and are saved) first
-                threads[early].join(WAIT_S)
+        if pool in ("pool-2", "pool-3"):  # pool-0's and pool-1's answers are saved first
+            wait_for(lambda: len(taken(reader)) == 2, WAIT_S, "two answers saved")
 
     def die_after(inner_take: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -343,8 +342,7 @@ def test_recovery_undoes_every_group_without_a_recorded_answer(
     [sid] = [v.in_flight for v in ctrl.list_vms()]
     assert sid is not None
     ctrl.close()  # the process is gone; its claim is an orphan
-    with Controller.from_config(tmp_path / "vmsnap.toml") as reader:
-        evs = events(reader, sid)
+    evs = events(reader, sid)
     assert sorted(pools_of(evs, "VmSnapshot.DriverSnapshotTaken")) == ["pool-0", "pool-1"]
 
     with Controller.from_config(tmp_path / "vmsnap.toml", recover=True) as restarted:
@@ -355,6 +353,53 @@ def test_recovery_undoes_every_group_without_a_recorded_answer(
         assert sorted(deleted) == all_pools(4)  # the two answered and the two unanswered
         nothing_left(restarted, world, 4)
         assert restarted.recover() == []
+
+
+def test_calls_running_when_recovery_takes_over_are_waited_for_and_owed(tmp_path: Path) -> None:
+    # A controller on another host, judged stopped (operation_timeout_s = 0) while two of
+    # its calls still run: recovery compensates the snapshot; the two calls then take
+    # their snapshots, which the fenced controller can no longer record: they are owed.
+    config = load(write_config(tmp_path, wide_config(3)))
+    expired = attrs.evolve(config, limits=attrs.evolve(config.limits, operation_timeout_s=0))
+    recovered: list[Any] = []
+    with (
+        Controller(config) as slow,
+        Controller(expired) as recovering,
+        SimulatorWorld(tmp_path / STATE_FILE) as world,
+    ):
+        slow._runtime.owner = "another-host:4242:cafe"
+        answered = threading.Event()
+
+        def gate(pool: str) -> None:
+            if pool == "pool-0":
+                return
+            if pool == "pool-1":  # once pool-0's answer is saved, recovery takes over
+                wait_for(lambda: len(taken(recovering)) == 1, WAIT_S, "pool-0's answer")
+                recovered.extend(recovering.recover())
+                answered.set()
+            assert answered.wait(WAIT_S)
+
+        gate_drivers(slow, {"take_vm_snapshot": gate})
+        with pytest.raises(OperationTakenOver):
+            slow.create_vm_snapshot(VM, quiesce=True)
+
+        [snap] = recovered
+        assert snap.state == "failed"
+        evs = events(recovering, snap.id)
+        assert pools_of(evs, "VmSnapshot.DriverSnapshotTaken") == ["pool-0"]
+        deleted = pools_of(evs, "VmSnapshot.DriverSnapshotDeleted")
+        assert sorted(deleted) == all_pools(3)  # pool-0's and, by name, the unanswered two
+        # The late takes were owed by the fenced controller and cleaned up at once.
+        owed = [e.view.data for e in recovering.audit_export() if e.type == "Vm.OrphanOwed"]
+        assert sorted(o["owed"]["target"] for o in owed) == ["pool-1", "pool-2"]
+        types = [e.type for e in recovering.audit_export()]
+        assert types.count("Vm.OrphanSettled") == 2
+        nothing_left(recovering, world, 3)
+
+
+def taken(ctrl: Controller) -> list[str]:
+    """The driver answers stored so far, read from the log (the views may lag)."""
+    return [e.type for e in ctrl.audit_export() if e.type == "VmSnapshot.DriverSnapshotTaken"]
 
 
 class _Dying:

@@ -11,7 +11,7 @@ to be thawed, a wait for another call's thread to end. No test sleeps or measure
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -209,16 +209,14 @@ class _Leaving:
 
 def test_the_log_holds_the_answers_in_the_order_they_came(open_world: Any) -> None:
     ctrl, _ = open_world(4)
+    reader, _ = open_world(4)  # another controller on the same store and world
     order = ["pool-2", "pool-0", "pool-3", "pool-1"]
-    threads: dict[str, threading.Thread] = {}
     all_in = barrier_gate(4)
 
     def gate(pool: str) -> None:
-        threads[pool] = threading.current_thread()
         all_in(pool)
-        i = order.index(pool)
-        if i:  # answer only once the previous one's worker has handed its answer back
-            threads[order[i - 1]].join(WAIT_S)
+        i = order.index(pool)  # answer only once the answers before it are in the log
+        wait_for(lambda: len(taken(reader)) == i, WAIT_S, f"{i} answers saved")
 
     gate_drivers(ctrl, {"take_vm_snapshot": gate})
 
@@ -410,14 +408,3 @@ class _Dying:
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
         return self._wrap(attr) if name == "take_vm_snapshot" else attr
-
-
-@pytest.fixture(autouse=True)
-def _no_stray_threads() -> Iterator[None]:
-    """Every worker of a batch ends with its call: none outlives its operation for long."""
-    yield
-    wait_for(lambda: not workers(), WAIT_S, "the driver calls' workers to end")
-
-
-def workers() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("vmsnap-driver-")]

@@ -7,8 +7,8 @@ are not thread-safe). The workers only call the driver; they record nothing.
 
 from __future__ import annotations
 
+import _thread
 import queue
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -33,8 +33,11 @@ class Batch:
     """
     The calls of one operation's batch that are in flight, and their outcomes as they come.
 
-    Workers are daemon threads: a call that never returns cannot keep the process from
-    exiting (the operation then stays in flight, and recovery compensates the group).
+    Workers are low-level threads (``_thread``), which, like daemon threads, cannot keep
+    the process from exiting (a call that never returns leaves the operation in flight,
+    and recovery compensates the group). ``threading.Thread.start`` waits until each new
+    thread has run: sixteen starts took 15-63 ms on a busy 2-core machine, all inside the
+    freeze and spreading the calls out; ``_thread.start_new_thread`` took 0.6 ms.
     """
 
     def __init__(self, op: str) -> None:
@@ -54,8 +57,7 @@ class Batch:
                 arrivals.put(Arrival(group, answer))
 
         self.running[group.pool_id] = group
-        name = f"vmsnap-driver-{self.op}-{group.pool_id}"
-        threading.Thread(target=run, name=name, daemon=True).start()
+        _thread.start_new_thread(run, ())
 
     def next(self, timeout_s: float | None) -> Arrival | None:
         """The next outcome, waiting at most ``timeout_s`` (None: until one comes)."""

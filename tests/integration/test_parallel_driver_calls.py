@@ -52,12 +52,13 @@ def wide_config(pools: int, **limits: Any) -> Config:
 
 
 class Gated:
-    """A real driver whose calls named in ``gates`` first pass their gate."""
+    """A real driver whose calls named in ``gates`` first pass their gate (then ``leave``)."""
 
-    def __init__(self, inner: Any, pool_id: str, gates: dict[str, Gate]) -> None:
+    def __init__(self, inner: Any, pool_id: str, gates: dict[str, Gate], leave: Gate) -> None:
         self._inner = inner
         self._pool_id = pool_id
         self._gates = gates
+        self._leave = leave
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
@@ -66,17 +67,22 @@ class Gated:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            gate(self._pool_id)
-            return attr(*args, **kwargs)
+            try:
+                gate(self._pool_id)
+                return attr(*args, **kwargs)
+            finally:
+                self._leave(self._pool_id)
 
         return call
 
 
-def gate_drivers(ctrl: Controller, gates: dict[str, Gate]) -> None:
+def gate_drivers(
+    ctrl: Controller, gates: dict[str, Gate], leave: Gate = lambda _pool: None
+) -> None:
     """Every pool's driver of ``ctrl`` passes ``gates`` (op -> gate) from now on."""
     drivers = ctrl._wiring.drivers
     for pool_id, driver in list(drivers.items()):
-        drivers[pool_id] = Gated(driver, pool_id, gates)  # type: ignore[assignment]
+        drivers[pool_id] = Gated(driver, pool_id, gates, leave)  # type: ignore[assignment]
 
 
 @pytest.fixture
@@ -175,36 +181,13 @@ def test_no_more_calls_run_at_once_than_the_limit(open_world: Any) -> None:
         with lock:
             inside[0] -= 1
 
-    gate_drivers(ctrl, {"take_vm_snapshot": gate})
-    # The count goes down once the real call returned: wrap once more, outermost.
-    drivers = ctrl._wiring.drivers
-    for pool_id, driver in list(drivers.items()):
-        drivers[pool_id] = _Leaving(driver, leave)  # type: ignore[assignment]
+    gate_drivers(ctrl, {"take_vm_snapshot": gate}, leave)
 
     snap = ctrl.create_vm_snapshot(VM, quiesce=True)
 
     assert snap.state == "ready"
     assert peak[0] == 2
     assert entered[0] == 5
-
-
-class _Leaving:
-    def __init__(self, inner: Any, leave: Gate) -> None:
-        self._inner = inner
-        self._leave = leave
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._inner, name)
-        if name != "take_vm_snapshot":
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return attr(*args, **kwargs)
-            finally:
-                self._leave("")
-
-        return call
 
 
 def test_the_log_holds_the_answers_in_the_order_they_came(open_world: Any) -> None:

@@ -7,6 +7,7 @@ reached the (simulated) backend: after is the hard case, a side effect with no r
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from vmsnap import Controller
@@ -35,13 +36,15 @@ class _Countdown:
         self.left = calls
         self.after = after
         self.fired: str | None = None
+        self._lock = threading.Lock()  # driver calls of one batch run in threads together
 
     def tick(self, name: str) -> bool:
-        self.left -= 1
-        if self.left == 0:
-            self.fired = name
-            return True
-        return False
+        with self._lock:
+            self.left -= 1
+            if self.left == 0:
+                self.fired = name
+                return True
+            return False
 
 
 class _Dying:

@@ -33,3 +33,16 @@ def test_an_unknown_benchmark_name_is_refused(tmp_path: Path) -> None:
     )
     assert done.returncode != 0 and "no such benchmark: bench_nope" in done.stderr
     assert not (tmp_path / "x.md").exists()
+
+
+def test_a_quick_run_of_the_freeze_window_benchmark_writes_its_table(tmp_path: Path) -> None:
+    out = tmp_path / "benchmarks.md"
+    subprocess.run(
+        [*RUN, "--quick", "--only", "freeze", "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    doc = out.read_text(encoding="utf-8")
+    assert "## 7. The freeze window" in doc
+    assert "| 7. Freeze window" in doc  # its summary row
+    assert "| pools | sequential (limit 1) ms |" in doc

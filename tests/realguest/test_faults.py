@@ -92,7 +92,10 @@ def test_a_driver_failing_while_the_guest_is_frozen_thaws_it_and_leaves_nothing_
 
     assert snap.state == "failed"
     assert "injected" in (snap.error or "")
-    assert spy.seen == [("pool-a", "frozen"), ("pool-b", "frozen")]
+    # Both called together while frozen (pool-a's call may start after pool-b's failure
+    # already thawed the guest: ADR 0024).
+    seen = dict(spy.seen)
+    assert set(seen) == {"pool-a", "pool-b"} and seen["pool-b"] == "frozen"
     assert_clean_and_thawed(guest)  # pool-a's snapshot was compensated
 
 
@@ -109,7 +112,7 @@ def test_a_deadline_passing_while_frozen_thaws_the_guest_while_the_call_still_ru
 
     assert snap.state == "failed"
     assert "deadline" in (snap.error or "")
-    assert spy.seen == [("pool-a", "frozen"), ("pool-b", "frozen")]
+    assert sorted(spy.seen) == [("pool-a", "frozen"), ("pool-b", "frozen")]  # called together
     assert_clean_and_thawed(guest)
 
 

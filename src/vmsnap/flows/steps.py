@@ -11,6 +11,7 @@ import contextlib
 import functools
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
@@ -35,6 +36,7 @@ from vmsnap.domain.values import (
     temporary_name,
 )
 from vmsnap.domain.workflow import QUIESCING
+from vmsnap.flows.batch import Batch
 from vmsnap.flows.ledger import Answered, left_by
 
 T = TypeVar("T")
@@ -69,6 +71,7 @@ class Steps:
         hypervisor: Hypervisor,
         drivers: dict[str, StorageDriver],
         quiesce_deadline_s: float = 60.0,
+        max_parallel: int = 8,
         stopping: threading.Event | None = None,
     ) -> None:
         self._store = save
@@ -77,11 +80,12 @@ class Steps:
         self.hv = hypervisor
         self.drivers = drivers
         self.quiesce_deadline_s = quiesce_deadline_s
+        self.max_parallel = max(1, max_parallel)  # driver calls of one batch in flight at once
         # Set when the controller stops (``vmsnap serve`` on SIGTERM): a frozen VM is thawed
-        # at once rather than when its running call returns.
+        # at once rather than when its running calls return.
         self.stopping = stopping
         self.thaw_by: float | None = None  # monotonic time the frozen VM must be thawed by
-        self.answered: Answered | None = None  # the last call's answer, until it is saved
+        self.answered: list[Answered] = []  # answers of calls, until they are saved
         self.cut_short: str | None = None  # DEADLINE or INTERRUPTED: thawed mid-call
 
     def save(self, *aggregates: object) -> None:
@@ -93,7 +97,7 @@ class Steps:
         try:
             self._store(*aggregates)
         except IntegrityError:
-            left = left_by(self.snap, self.answered) if self.answered else []
+            left = self._unsaved()
             raise OperationTakenOver(
                 f"snapshot {self.snap.id} on VM {self.vm.id}: recovery took the operation "
                 "over (its record changed under it); it stopped before its next call",
@@ -101,14 +105,18 @@ class Steps:
                 owed=left,
             ) from None
         except StoreError as e:
-            left = left_by(self.snap, self.answered) if self.answered else []
+            left = self._unsaved()
             raise StoreFailedMidOperation(
                 f"{e}; snapshot {self.snap.id} on VM {self.vm.id} is left in flight: "
                 "run 'vmsnap recover'",
                 str(self.snap.id),
                 owed=left,
             ) from None
-        self.answered = None
+        self.answered = []
+
+    def _unsaved(self) -> list[Owed]:
+        """What the answered calls not saved yet may have left in their backends."""
+        return [owed for call in self.answered for owed in left_by(self.snap, call)]
 
     def call(
         self,
@@ -126,7 +134,7 @@ class Steps:
                     answer = self._within_deadline(target, op, fn)
                 else:
                     answer = fn()
-                self.answered = Answered(target, op, pool_id, answer)
+                self.answered = [Answered(target, op, pool_id, answer)]
                 return answer
             except Exception as e:  # every failure is recorded, whatever raised it
                 code = e.code if isinstance(e, DriverError) else type(e).__name__
@@ -145,28 +153,80 @@ class Steps:
         record: Callable[[DriverGroup, T], None],
         *,
         keep_going: bool = False,
-        then: Callable[[], None] | None = None,
     ) -> None:
         """
-        Call each driver group's driver once (the seed's grouping), record each answer
-        with ``record`` and save it before the next call; ``then`` runs after each save.
-        ``keep_going``: a failed call (recorded) does not stop the others.
+        Call each driver group's driver once (the seed's grouping), at most
+        ``max_parallel`` calls at once (ADR 0024); record and save each answer, or each
+        failure, on this thread as it arrives. A failure (unless ``keep_going``) or the
+        quiesce deadline stops the batch: no further call starts, a frozen VM is thawed at
+        once (recorded), the calls still running are waited for and their answers
+        recorded (the compensation then deletes what they took); then StepFailed.
         """
-        for group in groups:
-            driver = self.drivers[group.pool_id]
-            volumes = self.volumes(group.volume_ids)
-            try:
-                answer = self.call(
-                    group.pool_id, op, functools.partial(fn, driver, volumes), pool_id=group.pool_id
-                )
-            except StepFailed:
-                if keep_going:
+        waiting = deque(groups)
+        batch = Batch(op)
+        stopped: str | None = None  # why the batch stopped early
+        try:
+            while waiting or batch.running:
+                while waiting and stopped is None and len(batch.running) < self.max_parallel:
+                    group = waiting.popleft()
+                    driver, volumes = self.drivers[group.pool_id], self.volumes(group.volume_ids)
+                    batch.start(group, functools.partial(fn, driver, volumes))
+                if not batch.running:
+                    break
+                arrivals = batch.arrived(self._wait_s())
+                if not arrivals:
+                    cut = self._cut()  # the deadline passed, or the controller stops
+                    if cut is not None:
+                        stopped = stopped or self._thaw_now(op, [*batch.running], cut)
                     continue
-                raise
-            record(group, answer)
+                failure = batch.record(self.snap, arrivals, record, self.answered)
+                self.save(self.snap)  # those that came together, in one transaction
+                if failure is not None and not keep_going and stopped is None:
+                    stopped = failure
+                    if batch.running and self.snap.frozen:
+                        # Thaw now, not after the slow calls: the guest waits for nothing.
+                        with contextlib.suppress(StepFailed):  # recorded; compensation retries
+                            self.unquiesce(self.snap.ref, thaw=True, release=None, reason=FAILURE)
+        except (OperationTakenOver, StoreFailedMidOperation) as e:
+            # Nothing more can be recorded: what the running calls take is owed instead.
+            e.owed = (*e.owed, *batch.owed(self.snap, batch.drain()))
+            raise
+        if stopped is not None:
+            raise StepFailed(stopped)
+
+    def _wait_s(self) -> float | None:
+        """
+        How long to wait for a call of the frozen VM before looking again at the deadline
+        and at a stop; None: the VM is not frozen (or no deadline runs), wait for the call.
+        """
+        if self.thaw_by is None or not self.snap.frozen:
+            return None
+        remaining = max(0.0, self.thaw_by - time.monotonic())
+        return remaining if self.stopping is None else min(remaining, STOP_POLL_S)
+
+    def _cut(self) -> str | None:
+        """Why the frozen VM must be thawed now, calls still running; None: no reason."""
+        if self.thaw_by is None or not self.snap.frozen:
+            return None
+        if time.monotonic() >= self.thaw_by:
+            return DEADLINE
+        if self.stopping is not None and self.stopping.is_set():
+            return INTERRUPTED
+        return None
+
+    def _thaw_now(self, op: str, running: list[str], cut: str) -> str:
+        """
+        Thaw the VM at once with calls still running (recorded: the deadline with each call
+        it cut short; the calls go on and are waited for after); return why.
+        """
+        self.cut_short = cut
+        if cut == DEADLINE:
+            for target in running:
+                self.snap.record_deadline_exceeded(target, op, self.quiesce_deadline_s)
             self.save(self.snap)
-            if then is not None:
-                then()
+        with contextlib.suppress(StepFailed):  # recorded; recover retries a failed thaw
+            self.unquiesce(self.snap.ref, thaw=True, release=None, reason=cut)
+        return self.cut_message()
 
     def _within_deadline(self, target: str, op: str, fn: Callable[[], T]) -> T:
         """
@@ -184,49 +244,32 @@ class Steps:
 
         worker = threading.Thread(target=run, name=f"vmsnap-{op}-{target}", daemon=True)
         worker.start()
-        cut = self._wait(worker)
+        cut = None
+        while worker.is_alive() and cut is None:
+            worker.join(self._wait_s())
+            cut = self._cut() if worker.is_alive() else None
         if cut is not None:
-            self.cut_short = cut
             try:
-                if cut == DEADLINE:
-                    self.snap.record_deadline_exceeded(target, op, self.quiesce_deadline_s)
-                    self.save(self.snap)
-                with contextlib.suppress(StepFailed):  # recorded; recover retries a failed thaw
-                    self.unquiesce(self.snap.ref, thaw=True, release=None, reason=cut)
+                self._thaw_now(op, [target], cut)
             finally:
                 worker.join()
         if errors:
             raise errors[0]
         return outcome[0]
 
-    def _wait(self, worker: threading.Thread) -> str | None:
-        """
-        Wait for a call of the frozen VM's; None when it answered before the quiesce
-        deadline and before the controller began to stop, else which came first.
-        """
-        assert self.thaw_by is not None
-        while worker.is_alive():
-            remaining = self.thaw_by - time.monotonic()
-            if remaining <= 0:
-                return DEADLINE
-            if self.stopping is None:
-                worker.join(remaining)
-            elif self.stopping.is_set():
-                return INTERRUPTED
-            else:
-                worker.join(min(remaining, STOP_POLL_S))
-        return None
-
-    def check_deadline(self) -> None:
-        if self.cut_short == DEADLINE:
-            raise StepFailed(
-                f"quiesce deadline of {self.quiesce_deadline_s:g}s exceeded: "
-                "the VM was thawed while a call still ran"
-            )
+    def cut_message(self) -> str:
         if self.cut_short == INTERRUPTED:
-            raise StepFailed(
+            return (
                 "interrupted: the controller is stopping; the VM was thawed while a call still ran"
             )
+        return (
+            f"quiesce deadline of {self.quiesce_deadline_s:g}s exceeded: "
+            "the VM was thawed while a call still ran"
+        )
+
+    def check_deadline(self) -> None:
+        if self.cut_short is not None:
+            raise StepFailed(self.cut_message())
 
     def volumes(self, ids: tuple[str, ...]) -> list[VolumeInfo]:
         by_id = {v.id: v for v in self.vm.volumes}

@@ -5,6 +5,8 @@ storage strategy, revert, delete, and the compensation of a failed create.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from vmsnap.domain.rules import STORAGE_STRATEGY, consistency
 from vmsnap.domain.values import (
     OWED_DRIVER_SNAPSHOT,
@@ -76,7 +78,6 @@ class VmSnapshotFlow:
             "take_vm_snapshot",
             lambda driver, volumes: driver.take_vm_snapshot(volumes, ref),
             lambda group, answer: snap.record_driver_snapshot(group, need_unquiesce=bool(answer)),
-            then=steps.check_deadline,
         )
         steps.decide_and_unquiesce(snap.answers, memory=snap.memory)
         snap.complete(quiesced=snap.quiesced, consistency=consistency(snap.quiesced))
@@ -88,9 +89,9 @@ class VmSnapshotFlow:
         """
         Undo a failed create: thaw and release, delete what the drivers took, then fail.
 
-        ``interrupted``: the controller died mid-call, so the call it was in may have
-        taken a snapshot whose answer was never recorded; delete that one too, by its
-        fixed name (deletes are idempotent).
+        ``interrupted``: the controller died mid-batch, so every group whose answer was
+        never recorded may have taken a snapshot; delete those too, by their fixed name
+        (deletes are idempotent); one whose delete fails is owed.
         """
         steps, snap = self.steps, self.snap
         storage = snap.strategy == STORAGE_STRATEGY
@@ -98,10 +99,9 @@ class VmSnapshotFlow:
         # Thaw before the cleanup calls: the VM must not stay frozen while they run.
         if storage:
             owed += steps.release_after_failure(thaw_reason)
-        extra = self._unanswered_group() if interrupted else None
+        extra = self._unanswered_groups() if interrupted else []
         deleted = self._delete_driver_snapshots(compensation=True, extra=extra)
-        if extra is not None and extra.pool_id not in deleted:
-            owed.append(self._owed_group(extra))
+        owed += [self._owed_group(g) for g in extra if g.pool_id not in deleted]
         if not storage:
             # An unanswered take_vm_snapshot may have taken it under its fixed name.
             unanswered = interrupted and snap.state == SNAPSHOTTING
@@ -160,13 +160,13 @@ class VmSnapshotFlow:
     def _taken_groups(self) -> list[DriverGroup]:
         return [g for g in self.snap.groups if g.pool_id in self.snap.taken]
 
-    def _unanswered_group(self) -> DriverGroup | None:
-        # Groups are called in order, each answer saved before the next call: only the
-        # first group without an answer can have been inside its call.
+    def _unanswered_groups(self) -> list[DriverGroup]:
+        # Groups are called together (ADR 0024): any group without a recorded answer may
+        # have been inside its call (or have finished it) when the controller stopped.
         if self.snap.strategy != STORAGE_STRATEGY or self.snap.state != SNAPSHOTTING:
-            return None
+            return []
         answered = set(self.snap.answers)
-        return next((g for g in self.snap.groups if g.pool_id not in answered), None)
+        return [g for g in self.snap.groups if g.pool_id not in answered]
 
     # Delete -----------------------------------------------------------------------
 
@@ -182,7 +182,7 @@ class VmSnapshotFlow:
         self._end(REMOVED)
 
     def _delete_driver_snapshots(
-        self, *, compensation: bool, strict: bool = False, extra: DriverGroup | None = None
+        self, *, compensation: bool, strict: bool = False, extra: Sequence[DriverGroup] = ()
     ) -> set[str]:
         """Delete the drivers' snapshots; return the pools that answered."""
         snap = self.snap
@@ -193,7 +193,7 @@ class VmSnapshotFlow:
             snap.record_driver_deleted(group, compensation=compensation)
 
         self.steps.call_groups(
-            [*self._taken_groups(), *([extra] if extra else [])],
+            [*self._taken_groups(), *extra],
             "delete_vm_snapshot",
             lambda driver, volumes: driver.delete_vm_snapshot(volumes, snap.ref),
             record,

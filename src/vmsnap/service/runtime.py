@@ -198,6 +198,7 @@ class Runtime:
             self.wiring.hypervisor_of(vm),
             self.wiring.drivers,
             self.config.limits.quiesce_deadline_s,
+            self.config.limits.max_parallel_driver_calls,
             stopping=self.stopping,
         )
 

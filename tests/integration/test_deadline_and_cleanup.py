@@ -244,8 +244,13 @@ def test_stop_thaws_a_frozen_guest_at_once_and_refuses_new_operations(tmp_path: 
         thaws = only(events, "Snapshot.Unquiesced")
         assert (thaws[0]["thawed"], thaws[0]["reason"]) == (True, "interrupted")
         assert "Snapshot.DeadlineExceeded" not in types(events)
-        [deleted] = only(events, "VmSnapshot.DriverSnapshotDeleted")
-        assert (deleted["pool_id"], deleted["compensation"]) == ("netapp-1", True)
+        # Every group the batch called is compensated, netapp-1's late answer included.
+        deleted = only(events, "VmSnapshot.DriverSnapshotDeleted")
+        taken = only(events, "VmSnapshot.DriverSnapshotTaken")
+        assert "netapp-1" in {d["pool_id"] for d in taken}
+        assert {(d["pool_id"], d["compensation"]) for d in deleted} == {
+            (d["pool_id"], True) for d in taken
+        }
         clean(world)
         with pytest.raises(OperationInProgress, match="vmsnap is stopping"):
             ctrl.create_vm_snapshot("vm-plain")

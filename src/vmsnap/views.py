@@ -24,7 +24,7 @@ class VolumeInSnapshot:
 class HookView:
     """
     One hook run of a snapshot (issue 19): ``status`` is owed | running | ok | failed |
-    timed-out; ``output`` the first 4 KiB of its stdout and stderr.
+    timed-out | unended (never ended, run again); ``output``: its first 4 KiB of output.
     """
 
     hook: str

@@ -389,3 +389,35 @@ def test_an_idempotent_post_hook_that_never_ended_is_run_again(tmp_path: Path) -
         assert [h.status for h in snap.hooks if h.hook == "post_thaw"] == ["unended", "ok"]
         assert ctrl.reconcile().hooks == ()
         assert ctrl.audit_verify().ok
+
+
+def test_the_human_timeline_shows_the_hooks_in_the_freeze_picture(tmp_path: Path) -> None:
+    from vmsnap import render
+
+    ctrl, world = open_world(tmp_path, hooked())
+    with ctrl, world:
+        snap = ctrl.create_vm_snapshot(VM, quiesce=True)
+        failed = ctrl.create_vm_snapshot(VM, quiesce=True, name="again")
+        text = render.frozen_text(ctrl.audit_timeline(vm_id=VM))
+    lines = text.splitlines()
+    frozen = next(i for i, line in enumerate(lines) if snap.id in line)
+    assert (
+        "before the freeze: pre_freeze (guest) /usr/local/bin/db-quiesce --flush: ok"
+        in (lines[frozen + 1])
+    )
+    assert (
+        "after the thaw: post_thaw (guest) /usr/local/bin/db-resume: ok (exit 0"
+        in (lines[frozen + 2])
+    )
+    assert failed.id in text
+
+
+def test_the_timeline_shows_an_owed_post_hook_that_never_started(tmp_path: Path) -> None:
+    from vmsnap import render
+
+    sid = _die(tmp_path, hooked(), 2, after=True)
+    with Controller.from_config(tmp_path / "vmsnap.toml") as ctrl:
+        text = render.frozen_text(ctrl.audit_timeline(snapshot_id=sid))
+    assert "hooks, no freeze" in text  # the quiesce's answer was never recorded
+    assert "post_thaw (guest) /usr/local/bin/db-resume: OWED since position" in text
+    assert "never started: run 'vmsnap recover'" in text

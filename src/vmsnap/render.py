@@ -66,10 +66,16 @@ def short(v: Any) -> str:
 def view_text(s: SnapshotView) -> str:
     """One snapshot, a field a line; its volumes on one line as ``volume@pool``."""
     d = s.to_dict()
-    lines = [f"{k:18} {cell(v)}" for k, v in d.items() if k != "volumes"]
+    lines = [f"{k:18} {cell(v)}" for k, v in d.items() if k not in ("volumes", "hooks")]
     if "volumes" in d:
         vols = ", ".join(f"{v['volume_id']}@{v['pool_id']}" for v in d["volumes"])
         lines.append(f"{'volumes':18} {vols}")
+    for i, h in enumerate(d.get("hooks", [])):  # one line per hook run (issue 19)
+        done = "" if h["duration_ms"] is None else f", {h['duration_ms']} ms"
+        code = "" if h["exit_code"] is None else f", exit {h['exit_code']}"
+        why = f", {h['error']}" if h["error"] else ""
+        run = f"{h['hook']} ({h['where']}) {' '.join(h['run'])}"
+        lines.append(f"{'hooks' if i == 0 else '':18} {run}: {h['status']}{code}{done}{why}")
     return "\n".join(lines)
 
 

@@ -421,3 +421,34 @@ def test_the_timeline_shows_an_owed_post_hook_that_never_started(tmp_path: Path)
     assert "hooks, no freeze" in text  # the quiesce's answer was never recorded
     assert "post_thaw (guest) /usr/local/bin/db-resume: OWED since position" in text
     assert "never started: run 'vmsnap recover'" in text
+
+
+# -- audit verify: a post-thaw hook runs only when owed, and once --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ("again", "post-thaw hook started again after it ended"),
+        ("unowed", "post-thaw hook started but never owed"),
+    ],
+)
+def test_verify_finds_a_post_hook_that_ran_twice_or_was_never_owed(
+    tmp_path: Path, extra: str, problem: str
+) -> None:
+    from uuid import UUID
+
+    from vmsnap.domain.values import HookSpec
+
+    ctrl, world = open_world(
+        tmp_path, hooked() if extra == "again" else hooked(pre=None, post=None)
+    )
+    with ctrl, world:
+        snap = ctrl.create_vm_snapshot(VM, quiesce=True)
+        log = ctrl._wiring.log
+        agg: Any = log.repository.get(UUID(snap.id))
+        agg.record_hook_started("post_thaw", agg.post_hook or HookSpec(tuple(POST), "guest"))
+        log.save(agg)
+        report = ctrl.audit_verify()
+    assert not report.ok
+    assert any(problem in p for p in report.problems), report.problems

@@ -108,6 +108,7 @@ def _volume_snapshot_requested(e: VolumeSnapshot.Requested, rows: Rows, position
         "created": _when(e),
         "frozen_ms": None,
         "hooks": [],
+        "consistency": CRASH,  # "application" when its hooks made it so (issue 19)
     }
     rows.put(VOLUME_SNAPSHOTS, doc["id"], doc, position)
 
@@ -224,8 +225,6 @@ def _update_snapshot(
             doc["state"] = workflow.table.get((e.trigger, doc["state"]), doc["state"])
         if table == VM_SNAPSHOTS:
             doc["updated"] = _when(e)
-        else:
-            changes.pop("consistency", None)  # volume snapshots do not show it
         doc.update(changes)
         rows.put(table, sid, doc, position)
         _frozen_vm(doc, e, rows, position)

@@ -87,6 +87,8 @@ class VolumeSnapshotView:
     #: How long the guest stayed frozen: the freeze's answer to the thaw's (None: never).
     frozen_ms: float | None = None
     hooks: tuple[HookView, ...] = attrs.field(default=(), converter=_hook_views)
+    #: filesystem | crash | application (issue 19: shown for volume snapshots too).
+    consistency: str = "crash"
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)

@@ -130,7 +130,7 @@ def test_a_quiesced_volume_snapshot_runs_the_hooks_around_its_freeze(tmp_path: P
     ctrl, world = open_world(tmp_path, hooked())
     with ctrl, world:
         snap = ctrl.create_volume_snapshot("kvm-data", quiesce=True)
-        assert snap.state == "ready"
+        assert (snap.state, snap.consistency) == ("ready", "application")
         assert ops(world) == [PRE[0], "quiesce", "unquiesce", POST[0]]
         assert [h.status for h in snap.hooks] == ["ok", "ok"]
 

@@ -224,7 +224,9 @@ class WorkflowMachine(RuleBasedStateMachine):
     @precondition(lambda self: any(s.state == "ready" for s in self.model.values()))
     @rule(data=st.data())
     def revert_a_ready_snapshot(self, data: st.DataObject) -> None:
-        ready = sorted(sid for sid, s in self.model.items() if s.state == "ready")
+        # In the model's order, not by id: ids are random, and the same draws must pick
+        # the same snapshot in every run (hypothesis replays them).
+        ready = [sid for sid, s in self.model.items() if s.state == "ready"]
         self._revert(data.draw(st.sampled_from(ready), label="ready snapshot"))
 
     def _revert(self, sid: str) -> None:
@@ -241,12 +243,12 @@ class WorkflowMachine(RuleBasedStateMachine):
         self._delete(sid)
 
     def _parents(self) -> list[str]:
-        return sorted(
+        return [  # in the model's order: ids are random (see revert_a_ready_snapshot)
             sid
             for sid, s in self.model.items()
             if s.state in ("ready", "failed")
             and any(c.parent == sid and c.state != "removed" for c in self.model.values())
-        )
+        ]
 
     @precondition(lambda self: bool(self._parents()))
     @rule(data=st.data())
@@ -310,7 +312,7 @@ class WorkflowMachine(RuleBasedStateMachine):
             candidates = sorted(vm for vm in VMS if len(self._live(vm)) < LIMIT)
         else:
             wanted = ("ready",) if operation == "revert" else ("ready", "failed")
-            candidates = sorted(sid for sid, s in self.model.items() if s.state in wanted)
+            candidates = [sid for sid, s in self.model.items() if s.state in wanted]
         if not candidates:
             return
         target = data.draw(st.sampled_from(candidates), label=f"{operation} target")

@@ -10,8 +10,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
+from vmsnap.domain.exceptions import DriverError
 from vmsnap.domain.values import (
     Capabilities,
+    HookResult,
     HypervisorSnapshot,
     PoolInfo,
     QuiesceResult,
@@ -96,6 +98,16 @@ class Hypervisor(ABC):
         Thaw the guest when ``thaw``; release the temporary hypervisor snapshot named
         ``release`` when given. Return a short description of what was done.
         """
+
+    def guest_exec(self, vm: VmInfo, argv: Sequence[str], *, timeout_s: float) -> HookResult:
+        """
+        Run ``argv`` inside the guest of ``vm`` (a ``where = "guest"`` hook) and wait for
+        it. Past ``timeout_s`` the adapter kills it inside the guest and answers
+        ``timed_out=True`` (exit_code None). The output kept is the first
+        ``HOOK_OUTPUT_LIMIT`` bytes of stdout and stderr. Raise :class:`DriverError` when
+        the command cannot be started (no guest agent, no such program).
+        """
+        raise DriverError(f"hypervisor {self.name} cannot run commands inside guests")
 
     @abstractmethod
     def take_vm_snapshot(

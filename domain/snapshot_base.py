@@ -11,13 +11,21 @@ Commands check the workflow machine first; events only assign state.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from eventsourcing.domain import Aggregate
 
 from vmsnap.domain.values import (
     CRASH,
+    HOOK_FAILED,
+    HOOK_OK,
+    HOOK_TIMED_OUT,
     NO_ORIGIN,
+    POST_THAW,
+    PRE_FREEZE,
+    HookResult,
+    HookSpec,
     Origin,
     QuiesceResult,
     SnapshotRef,
@@ -151,6 +159,57 @@ class SnapshotAggregate(Aggregate):
         def update(self, snapshot: Any) -> None:
             snapshot.error = self.error
 
+    class PostHookOwed(Event):
+        """
+        The post-thaw hook is owed from now on: saved before the first call it must
+        follow (the pre-freeze hook, or the quiesce when there is none). Whatever fails or
+        crashes next, it runs once (``recover`` runs it); the command is recorded so that
+        recover runs what was owed, not what the config says later.
+        """
+
+        run: Sequence[str]
+        where: str
+        timeout_s: float
+        idempotent: bool
+
+        def update(self, snapshot: Any) -> None:
+            snapshot.post_hook = HookSpec(self.run, self.where, self.timeout_s, self.idempotent)
+
+    class HookStarted(Event):
+        """A hook (``hook``: pre_freeze | post_thaw) is about to be called."""
+
+        hook: str
+        run: Sequence[str]
+        where: str
+        timeout_s: float
+
+        def update(self, snapshot: Any) -> None:
+            snapshot.hooks_started.append(self.hook)
+
+    class HookEnded(Event):
+        """
+        A hook answered: exit code (None: killed at its timeout, or not started and
+        ``error`` says why), the first 4 KiB of its output, how long it took.
+        """
+
+        hook: str
+        exit_code: int | None
+        timed_out: bool
+        output: str
+        duration_ms: int
+        error: str | None = None
+
+        @property
+        def status(self) -> str:
+            if self.timed_out:
+                return HOOK_TIMED_OUT
+            return HOOK_OK if self.exit_code == 0 and self.error is None else HOOK_FAILED
+
+        def update(self, snapshot: Any) -> None:
+            snapshot.hooks_ended.append(self.hook)
+            if self.hook == PRE_FREEZE:
+                snapshot.pre_hook_ok = self.status == HOOK_OK
+
     class RecoveryStarted(Event):
         """
         Recovery (``owner``) took this snapshot's operation over from ``previous_owner``,
@@ -183,6 +242,11 @@ class SnapshotAggregate(Aggregate):
         self.quiesced: bool = False
         self.hypervisor_snapshot: str | None = None
         self.consistency: str = CRASH
+        # Hooks (issue 19): the owed post-thaw hook, and the hooks started and ended.
+        self.post_hook: HookSpec | None = None
+        self.hooks_started: list[str] = []
+        self.hooks_ended: list[str] = []
+        self.pre_hook_ok: bool | None = None
 
     def check(self, trigger: str) -> None:
         """
@@ -205,6 +269,37 @@ class SnapshotAggregate(Aggregate):
     @property
     def in_progress(self) -> bool:
         return self.state in IN_PROGRESS
+
+    @property
+    def post_hook_due(self) -> bool:  # owed, never started
+        return self.post_hook is not None and POST_THAW not in self.hooks_started
+
+    @property
+    def post_hook_unended(self) -> bool:  # started, its end never recorded (a crash)
+        return POST_THAW in self.hooks_started and POST_THAW not in self.hooks_ended
+
+    # Hooks ------------------------------------------------------------------------
+
+    def record_post_hook_owed(self, spec: HookSpec) -> None:
+        self.trigger_event(
+            SnapshotAggregate.PostHookOwed, **_command(spec), idempotent=spec.idempotent
+        )
+
+    def record_hook_started(self, hook: str, spec: HookSpec) -> None:
+        self.trigger_event(SnapshotAggregate.HookStarted, hook=hook, **_command(spec))
+
+    def record_hook_ended(
+        self, hook: str, result: HookResult | None, *, duration_ms: int, error: str | None = None
+    ) -> None:
+        self.trigger_event(
+            SnapshotAggregate.HookEnded,
+            hook=hook,
+            exit_code=None if result is None else result.exit_code,
+            timed_out=False if result is None else result.timed_out,
+            output="" if result is None else result.output,
+            duration_ms=duration_ms,
+            error=error,
+        )
 
     # Create leg -----------------------------------------------------------------
 
@@ -293,3 +388,8 @@ class SnapshotAggregate(Aggregate):
     def to_state(self) -> dict[str, Any]:
         """The aggregate's fields, for audits and tests."""
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+def _command(spec: HookSpec) -> dict[str, Any]:
+    """A hook's command as its events record it."""
+    return {"run": list(spec.run), "where": spec.where, "timeout_s": spec.timeout_s}

@@ -17,6 +17,28 @@ POWER_STATES = (RUNNING, STOPPED)
 
 # What a snapshot's data is consistent with (the views' ``consistency``).
 CRASH, FILESYSTEM = "crash", "filesystem"
+# The pre-freeze hook succeeded and the guest was then quiesced (issue 19).
+APPLICATION = "application"
+
+# Hooks (issue 19): which hook, where it runs, what a failed pre-freeze hook does.
+PRE_FREEZE, POST_THAW = "pre_freeze", "post_thaw"
+HOOK_NAMES = (PRE_FREEZE, POST_THAW)
+GUEST, HOST = "guest", "host"
+HOOK_WHERE = (GUEST, HOST)
+ON_FAILURE_FAIL, ON_FAILURE_CONTINUE = "fail", "continue"
+PRE_FREEZE_FAILURE_POLICIES = (ON_FAILURE_FAIL, ON_FAILURE_CONTINUE)
+#: A hook's recorded output: at most the first 4 KiB of its stdout and stderr.
+HOOK_OUTPUT_LIMIT = 4096
+# A hook's status in the views.
+HOOK_OWED, HOOK_RUNNING, HOOK_OK, HOOK_FAILED, HOOK_TIMED_OUT = (
+    "owed",
+    "running",
+    "ok",
+    "failed",
+    "timed-out",
+)
+# A run whose end was never recorded, superseded by a rerun (an idempotent post hook).
+HOOK_UNENDED = "unended"
 
 
 def _volume_tuple(volumes: Iterable[VolumeInfo]) -> tuple[VolumeInfo, ...]:
@@ -74,6 +96,56 @@ class VolumeInfo:
 
 
 @attrs.frozen
+class HookSpec:
+    """
+    One hook of a VM: the command (``run``, an argv with an absolute program path),
+    ``where`` it runs ("guest": through the guest agent; "host": on the controller's
+    host), its timeout, and whether running it twice is harmless (``idempotent``: a
+    post-thaw hook whose end was never recorded is then run again by ``recover``).
+    """
+
+    run: tuple[str, ...] = attrs.field(converter=_str_tuple)
+    where: str
+    timeout_s: float = 30.0
+    idempotent: bool = False
+
+
+@attrs.frozen
+class HookResult:
+    """
+    What a hook answered: its exit code (None when it was killed at its timeout), at most
+    the first :data:`HOOK_OUTPUT_LIMIT` bytes of its stdout and stderr (decoded with
+    errors="replace"), and whether it was killed at its timeout.
+    """
+
+    exit_code: int | None
+    output: str
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+def cap_output(data: bytes) -> str:
+    """A hook's output as recorded: its first 4 KiB, decoded with errors="replace"."""
+    return data[:HOOK_OUTPUT_LIMIT].decode(errors="replace")
+
+
+@attrs.frozen
+class VmHooks:
+    """
+    A VM's hooks (config ``hooks``): run around the freeze of quiesced snapshots.
+    ``count_in_deadline``: the quiesce deadline includes the pre-freeze hook's time.
+    """
+
+    pre_freeze: HookSpec | None = None
+    post_thaw: HookSpec | None = None
+    on_pre_freeze_failure: str = ON_FAILURE_FAIL
+    count_in_deadline: bool = False
+
+
+@attrs.frozen
 class VmInfo:
     """
     A VM from the inventory: its hypervisor, power state and volumes.
@@ -84,6 +156,7 @@ class VmInfo:
     power_state: str
     volumes: tuple[VolumeInfo, ...] = attrs.field(converter=_volume_tuple)
     domain: str | None = None
+    hooks: VmHooks | None = None
 
 
 @attrs.frozen

@@ -33,7 +33,7 @@ from hypothesis.stateful import (
 
 from tests.conftest import STATE_FILE, VMS, VendorPool, world_config
 from tests.crash import SimulatedCrash, die_at_call
-from tests.support import write_config
+from tests.support import Config, write_config
 from vmsnap import Controller, InvalidRequest
 from vmsnap.adapters.simulator import SimulatorWorld
 from vmsnap.domain.exceptions import IllegalTransition
@@ -62,6 +62,19 @@ VOLUMES = sorted(
 )
 
 
+# vm-kvm has hooks (issue 19): its quiesced snapshots run them around the freeze.
+HOOKED_VM, PRE, POST = "vm-kvm", ["/usr/local/bin/db-quiesce"], ["/usr/local/bin/db-resume"]
+
+
+def _hooked(config: Config) -> Config:
+    hooks = {
+        "pre_freeze": {"run": PRE, "where": "guest"},
+        "post_thaw": {"run": POST, "where": "guest"},
+    }
+    vms = [{**v, "hooks": hooks} if v["id"] == HOOKED_VM else v for v in config.vms]
+    return attrs.evolve(config, vms=vms)
+
+
 def _uses_netapp(vm_id: str) -> bool:
     return any(pool == "netapp-1" for _, pool, _ in VMS[vm_id][2])
 
@@ -84,11 +97,13 @@ class WorkflowMachine(RuleBasedStateMachine):
     @initialize()
     def open_controllers(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="vmsnap-machine-"))
-        healthy = write_config(self.folder, world_config(max_vm_snapshots_per_vm=LIMIT))
+        healthy = write_config(self.folder, _hooked(world_config(max_vm_snapshots_per_vm=LIMIT)))
         self.healthy_config = healthy
         faulty = write_config(
             self.folder,
-            world_config(max_vm_snapshots_per_vm=LIMIT, netapp=VendorPool(faults=NETAPP_FAULTS)),
+            _hooked(
+                world_config(max_vm_snapshots_per_vm=LIMIT, netapp=VendorPool(faults=NETAPP_FAULTS))
+            ),
             "faulty.toml",
         )
         self.healthy = Controller.from_config(healthy)
@@ -209,7 +224,9 @@ class WorkflowMachine(RuleBasedStateMachine):
     @precondition(lambda self: any(s.state == "ready" for s in self.model.values()))
     @rule(data=st.data())
     def revert_a_ready_snapshot(self, data: st.DataObject) -> None:
-        ready = sorted(sid for sid, s in self.model.items() if s.state == "ready")
+        # In the model's order, not by id: ids are random, and the same draws must pick
+        # the same snapshot in every run (hypothesis replays them).
+        ready = [sid for sid, s in self.model.items() if s.state == "ready"]
         self._revert(data.draw(st.sampled_from(ready), label="ready snapshot"))
 
     def _revert(self, sid: str) -> None:
@@ -226,12 +243,12 @@ class WorkflowMachine(RuleBasedStateMachine):
         self._delete(sid)
 
     def _parents(self) -> list[str]:
-        return sorted(
+        return [  # in the model's order: ids are random (see revert_a_ready_snapshot)
             sid
             for sid, s in self.model.items()
             if s.state in ("ready", "failed")
             and any(c.parent == sid and c.state != "removed" for c in self.model.values())
-        )
+        ]
 
     @precondition(lambda self: bool(self._parents()))
     @rule(data=st.data())
@@ -295,7 +312,7 @@ class WorkflowMachine(RuleBasedStateMachine):
             candidates = sorted(vm for vm in VMS if len(self._live(vm)) < LIMIT)
         else:
             wanted = ("ready",) if operation == "revert" else ("ready", "failed")
-            candidates = sorted(sid for sid, s in self.model.items() if s.state in wanted)
+            candidates = [sid for sid, s in self.model.items() if s.state in wanted]
         if not candidates:
             return
         target = data.draw(st.sampled_from(candidates), label=f"{operation} target")
@@ -406,6 +423,28 @@ class WorkflowMachine(RuleBasedStateMachine):
             return
         report = self.ctrl.audit_verify()
         assert report.ok, report.problems
+
+    @invariant()
+    def every_owed_post_hook_ran_at_most_once_and_none_is_left_unstarted(self) -> None:
+        """
+        Each post-thaw hook owed ran at most once (not idempotent), at least when its end
+        is recorded, and none is left owed without a start (recover started it).
+        """
+        if not hasattr(self, "ctrl"):
+            return
+        S = SnapshotAggregate
+        owed = started = ended = 0
+        for view in self.ctrl.audit_export():
+            event = view.event
+            owed += isinstance(event, S.PostHookOwed)
+            if isinstance(event, S.HookStarted | S.HookEnded) and event.hook == "post_thaw":
+                started += isinstance(event, S.HookStarted)
+                ended += isinstance(event, S.HookEnded)
+        runs = [c for c in self.world.calls(HOOKED_VM) if c["op"] == "guest_exec" and c["ok"]]
+        post_runs = sum(c["result"]["argv"] == POST for c in runs)
+        assert started == owed, "a post-thaw hook was left owed"
+        assert ended <= post_runs <= owed, (ended, post_runs, owed)
+        assert [h.status for h in self.ctrl.reconcile().hooks if h.status == "owed"] == []
 
     @invariant()
     def no_vm_is_left_frozen(self) -> None:

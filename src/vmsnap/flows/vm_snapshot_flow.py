@@ -18,6 +18,7 @@ from vmsnap.domain.values import (
 from vmsnap.domain.vm import Vm
 from vmsnap.domain.vm_snapshot import VmSnapshot
 from vmsnap.domain.workflow import FAILED, READY, REMOVED, SNAPSHOTTING
+from vmsnap.flows.hooks import HookSteps
 from vmsnap.flows.steps import FAILURE, StepFailed, Steps
 
 
@@ -55,6 +56,8 @@ class VmSnapshotFlow:
 
     def _create_with_hypervisor(self) -> None:
         steps, snap = self.steps, self.snap
+        hooks = HookSteps(steps)
+        hooks.before_freeze()  # the hypervisor's take quiesces the guest itself
         snap.start_snapshotting()
         steps.save(snap)
         taken = steps.call(
@@ -66,13 +69,20 @@ class VmSnapshotFlow:
             taken.name, quiesced=taken.quiesced, memory=taken.memory, detail=taken.detail
         )
         steps.save(snap)
-        snap.complete(quiesced=taken.quiesced, consistency=consistency(taken.quiesced))
+        hooks.after_thaw()
+        app = hooks.app_consistent
+        snap.complete(
+            quiesced=taken.quiesced, consistency=consistency(taken.quiesced, application=app)
+        )
         self._end(READY)
 
     def _create_with_storage(self) -> None:
         steps, snap = self.steps, self.snap
         ref = snap.ref
+        hooks = HookSteps(steps)
+        hooks.before_freeze()
         steps.quiesce(ref, memory=snap.memory)
+        hooks.after_quiesce()
         steps.call_groups(
             snap.groups,
             "take_vm_snapshot",
@@ -80,7 +90,11 @@ class VmSnapshotFlow:
             lambda group, answer: snap.record_driver_snapshot(group, need_unquiesce=bool(answer)),
         )
         steps.decide_and_unquiesce(snap.answers, memory=snap.memory)
-        snap.complete(quiesced=snap.quiesced, consistency=consistency(snap.quiesced))
+        hooks.after_thaw()
+        app = hooks.app_consistent
+        snap.complete(
+            quiesced=snap.quiesced, consistency=consistency(snap.quiesced, application=app)
+        )
         self._end(READY)
 
     def compensate_create(
@@ -99,6 +113,7 @@ class VmSnapshotFlow:
         # Thaw before the cleanup calls: the VM must not stay frozen while they run.
         if storage:
             owed += steps.release_after_failure(thaw_reason)
+        HookSteps(steps).after_thaw()  # the owed post-thaw hook, right after the thaw
         extra = self._unanswered_groups() if interrupted else []
         deleted = self._delete_driver_snapshots(compensation=True, extra=extra)
         owed += [self._owed_group(g) for g in extra if g.pool_id not in deleted]

@@ -18,6 +18,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
+from vmsnap.adapters.host_hooks import run_host_hook
 from vmsnap.adapters.view_store import ViewStore
 from vmsnap.bootstrap import Wiring
 from vmsnap.config import Config
@@ -191,7 +192,7 @@ class Runtime:
             self.done(sid)
 
     def steps(self, snap: SnapshotAggregate, vm: VmInfo) -> Steps:
-        return Steps(
+        steps = Steps(
             self.wiring.log.save,
             snap,
             vm,
@@ -201,6 +202,8 @@ class Runtime:
             self.config.limits.max_parallel_driver_calls,
             stopping=self.stopping,
         )
+        steps.host_hooks = run_host_hook
+        return steps
 
     def done(self, sid: str) -> None:
         self.running.discard(sid)

@@ -10,7 +10,8 @@ from typing import Any
 
 import libvirt
 
-from vmsnap.adapters.libvirt_connection import LibvirtConnection, domain_name
+from vmsnap.adapters.libvirt_connection import domain_name
+from vmsnap.adapters.libvirt_guest_exec import LibvirtGuestExec
 from vmsnap.adapters.libvirt_live import (
     AGENT_UNAVAILABLE,
     STILL_FROZEN,
@@ -43,12 +44,13 @@ __all__ = ["NO_DISK", "LibvirtHypervisor", "disk_for", "snapshot_request"]
 NO_DISK = "no-disk"
 
 
-class LibvirtHypervisor(LibvirtConnection, Hypervisor):
+class LibvirtHypervisor(LibvirtGuestExec, Hypervisor):
     """
     A libvirt host, driven as KVM/QEMU: quiesce is a guest filesystem freeze
     (``fsFreeze``, the thaw is mandatory) plus, for the volumes no storage driver
     captures itself, a temporary disk-only snapshot; VM snapshots are
-    ``snapshotCreateXML`` domain snapshots.
+    ``snapshotCreateXML`` domain snapshots; hooks run inside the guest through its agent
+    (``guest-exec``, :class:`LibvirtGuestExec`).
 
     The connection opens on first use; a connection found dead is reopened once and the
     call retried once (:class:`LibvirtConnection`).

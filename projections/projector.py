@@ -16,7 +16,13 @@ from vmsnap.domain.api_job import ApiJob
 from vmsnap.domain.api_refusal import ApiRefusal
 from vmsnap.domain.pool import Pool
 from vmsnap.domain.snapshot_base import SnapshotAggregate
-from vmsnap.domain.values import CRASH, Capabilities
+from vmsnap.domain.values import (
+    CRASH,
+    HOOK_OWED,
+    HOOK_RUNNING,
+    POST_THAW,
+    Capabilities,
+)
 from vmsnap.domain.vm import Vm
 from vmsnap.domain.vm_snapshot import VmSnapshot
 from vmsnap.domain.volume_snapshot import VolumeSnapshot
@@ -82,6 +88,7 @@ def _vm_snapshot_requested(e: VmSnapshot.Requested, rows: Rows, position: int) -
         "created": _when(e),
         "updated": _when(e),
         "frozen_ms": None,
+        "hooks": [],
     }
     rows.put(VM_SNAPSHOTS, doc["id"], doc, position)
 
@@ -99,6 +106,7 @@ def _volume_snapshot_requested(e: VolumeSnapshot.Requested, rows: Rows, position
         "error": None,
         "created": _when(e),
         "frozen_ms": None,
+        "hooks": [],
     }
     rows.put(VOLUME_SNAPSHOTS, doc["id"], doc, position)
 
@@ -143,6 +151,56 @@ def _alert_raised(e: SnapshotAggregate.AlertRaised, rows: Rows, position: int) -
     doc = _update_snapshot(e, rows, position)
     if doc is not None:
         _put_vm(doc["vm_id"], rows, position, alert=e.message)
+
+
+# Hooks (issue 19): one entry per hook run, in order, in the snapshot's ``hooks`` list.
+
+
+def _snapshot_doc(e: SnapshotAggregate.Event, rows: Rows) -> Doc | None:
+    sid = str(e.originator_id)
+    return rows.get(VM_SNAPSHOTS, sid) or rows.get(VOLUME_SNAPSHOTS, sid)
+
+
+def _hook_entry(hook: str, run: Any, where: str, status: str) -> Doc:
+    entry = {"hook": hook, "run": list(run), "where": where, "status": status}
+    return entry | {"exit_code": None, "duration_ms": None, "output": "", "error": None}
+
+
+@project.register
+def _post_hook_owed(e: SnapshotAggregate.PostHookOwed, rows: Rows, position: int) -> None:
+    doc = _snapshot_doc(e, rows)
+    hooks = [] if doc is None else list(doc.get("hooks", []))
+    _update_snapshot(
+        e, rows, position, hooks=[*hooks, _hook_entry(POST_THAW, e.run, e.where, HOOK_OWED)]
+    )
+
+
+@project.register
+def _hook_started(e: SnapshotAggregate.HookStarted, rows: Rows, position: int) -> None:
+    doc = _snapshot_doc(e, rows)
+    hooks = [] if doc is None else [dict(h) for h in doc.get("hooks", [])]
+    owed = next((h for h in hooks if h["hook"] == e.hook and h["status"] == HOOK_OWED), None)
+    if owed is not None:
+        owed["status"] = HOOK_RUNNING
+    else:
+        hooks.append(_hook_entry(e.hook, e.run, e.where, HOOK_RUNNING))
+    _update_snapshot(e, rows, position, hooks=hooks)
+
+
+@project.register
+def _hook_ended(e: SnapshotAggregate.HookEnded, rows: Rows, position: int) -> None:
+    doc = _snapshot_doc(e, rows)
+    hooks = [] if doc is None else [dict(h) for h in doc.get("hooks", [])]
+    running = [h for h in hooks if h["hook"] == e.hook and h["status"] == HOOK_RUNNING]
+    if running:
+        running[-1].update(
+            status=e.status,
+            exit_code=e.exit_code,
+            duration_ms=e.duration_ms,
+            output=e.output,
+            error=e.error,
+        )
+    _update_snapshot(e, rows, position, hooks=hooks)
 
 
 def _update_snapshot(

@@ -30,7 +30,7 @@ from vmsnap.config_schema import (
 )
 from vmsnap.config_structure import structure
 from vmsnap.domain.exceptions import ConfigError
-from vmsnap.domain.values import Capabilities, PoolInfo, VmInfo, VolumeInfo
+from vmsnap.domain.values import Capabilities, HookSpec, PoolInfo, VmHooks, VmInfo, VolumeInfo
 
 __all__ = [
     "CIPHERS",
@@ -230,7 +230,19 @@ def _pool(t: schema.PoolTable, folder: Path) -> PoolConfig:
 
 def _vm(t: schema.VmTable) -> VmInfo:
     volumes = [VolumeInfo(v.id, t.id, v.pool, v.type) for v in t.volumes]
-    return VmInfo(t.id, t.hypervisor, t.power_state, volumes, t.domain)
+    return VmInfo(t.id, t.hypervisor, t.power_state, volumes, t.domain, _hooks(t.hooks))
+
+
+def _hooks(t: schema.HooksTable | None) -> VmHooks | None:
+    if t is None:
+        return None
+
+    def spec(h: schema.HookTable | None) -> HookSpec | None:
+        return None if h is None else HookSpec(h.run, h.where, h.timeout_s, h.idempotent)
+
+    return VmHooks(
+        spec(t.pre_freeze), spec(t.post_thaw), t.on_pre_freeze_failure, t.count_in_deadline
+    )
 
 
 def _references(vms: list[schema.VmTable], hypervisors: set[str], pools: set[str]) -> None:

@@ -14,7 +14,12 @@ from typing import Annotated, ClassVar
 
 import attrs
 
-from vmsnap.domain.values import CAPABILITY_NAMES, POWER_STATES
+from vmsnap.domain.values import (
+    CAPABILITY_NAMES,
+    HOOK_WHERE,
+    POWER_STATES,
+    PRE_FREEZE_FAILURE_POLICIES,
+)
 
 HYPERVISOR_TYPES = ("simulator", "libvirt")
 PROFILES = ("vmware", "xenserver", "kvm")
@@ -28,6 +33,7 @@ HYPERVISOR_OPS = (
     "delete_vm_snapshot",
     "take_volume_snapshot",
     "delete_volume_snapshot",
+    "guest_exec",
 )
 STORAGE_OPS = (
     "take_vm_snapshot",
@@ -79,6 +85,15 @@ class Seconds:
 @attrs.frozen
 class NonBlank:
     """A string with something in it besides whitespace."""
+
+
+@attrs.frozen
+class Argv:
+    """
+    A hook's command: a non-empty array of strings whose first is an absolute path. For
+    host hooks too: the controller runs under the CLI, ``serve`` or systemd, each with its
+    own PATH and working folder; an absolute program is the same program under all.
+    """
 
 
 Text = Annotated[str, NonBlank()]
@@ -184,6 +199,24 @@ class VolumeTable:
 
 
 @attrs.frozen
+class HookTable:
+    """One hook (issue 19): ``where`` it runs is required, a wrong guess is costly."""
+
+    run: Annotated[list[str], Argv()]
+    where: Annotated[str, OneOf(HOOK_WHERE)]
+    timeout_s: Timeout = 30.0
+    idempotent: bool = False
+
+
+@attrs.frozen
+class HooksTable:
+    pre_freeze: HookTable | None = None
+    post_thaw: HookTable | None = None
+    on_pre_freeze_failure: Annotated[str, OneOf(PRE_FREEZE_FAILURE_POLICIES)] = "fail"
+    count_in_deadline: bool = False
+
+
+@attrs.frozen
 class VmTable:
     id: Text
     hypervisor: Text
@@ -191,6 +224,7 @@ class VmTable:
     volumes: list[VolumeTable] = attrs.field(factory=list)
     domain: str | None = None
     account: Text | None = None
+    hooks: HooksTable | None = None
 
 
 @attrs.frozen

@@ -43,7 +43,7 @@ CUTOFF = 0.5
 class Invalid(ValueError):
     """A value a rule refuses; ``at`` continues its path (a key of the table at hand)."""
 
-    def __init__(self, message: str, at: tuple[str, ...] = ()) -> None:
+    def __init__(self, message: str, at: KeyPath = ()) -> None:
         super().__init__(message)
         self.message = message
         self.at = at
@@ -234,12 +234,26 @@ def _non_blank(_: schema.NonBlank, value: Any) -> str:
     return value
 
 
+def _argv(_: schema.Argv, value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise Invalid(f"must be an array of strings (got {show(value)})")
+    if not value:
+        raise Invalid("must not be empty (the program to run, then its arguments)")
+    for i, arg in enumerate(value):
+        if not isinstance(arg, str):
+            raise Invalid(f"must be a string (got {show(arg)})", at=(i,))
+    if not value[0].startswith("/"):
+        raise Invalid(f"must be an absolute path (got {show(value[0])})", at=(0,))
+    return list(value)
+
+
 RULES: dict[type, Callable[[Any, Any], Any]] = {
     schema.OneOf: _one_of,
     schema.KeyOf: _key_of,
     schema.AtLeast: _at_least,
     schema.Seconds: _seconds,
     schema.NonBlank: _non_blank,
+    schema.Argv: _argv,
 }
 
 

@@ -31,6 +31,7 @@ from vmsnap.domain.api_refusal import ApiRefusal
 from vmsnap.domain.pool import Pool
 from vmsnap.domain.rules import need_unquiesce
 from vmsnap.domain.snapshot_base import SnapshotAggregate
+from vmsnap.domain.values import POST_THAW
 from vmsnap.domain.vm import Vm
 from vmsnap.domain.vm_snapshot import VmSnapshot
 from vmsnap.domain.volume_snapshot import VolumeSnapshot
@@ -54,7 +55,7 @@ WORKFLOWS = {w.label: w for w in (VM_SNAPSHOT_WORKFLOW, VOLUME_SNAPSHOT_WORKFLOW
 class Tracked:
     """What the rules need of one snapshot while it is in flight or frozen."""
 
-    __slots__ = ("answers", "frozen", "frozen_at", "state", "workflow")
+    __slots__ = ("answers", "frozen", "frozen_at", "hooks", "state", "workflow")
 
     def __init__(self, workflow: Workflow, state: str) -> None:
         self.workflow = workflow
@@ -62,6 +63,8 @@ class Tracked:
         self.frozen = False
         self.frozen_at = 0
         self.answers: dict[str, bool] = {}
+        # The post-thaw hook: "owed", "idempotent", and how often it was started and ended.
+        self.hooks: dict[str, int] = {}
 
 
 class Rules:
@@ -188,6 +191,40 @@ def _decision(event: SnapshotAggregate.UnquiesceDecided, rules: Rules, position:
                 f"position {position}: need_unquiesce={event.need_unquiesce} is not the AND "
                 f"of the answers {recorded}",
             )
+    rules.settle_if_done(event, tracked)
+
+
+@rule.register
+def _post_hook_owed(event: SnapshotAggregate.PostHookOwed, rules: Rules, position: int) -> None:
+    tracked = rules.track(event, position)
+    if tracked is not None:
+        tracked.hooks.update(owed=1, idempotent=int(event.idempotent))
+    rules.settle_if_done(event, tracked)
+
+
+@rule.register
+def _hook_started(event: SnapshotAggregate.HookStarted, rules: Rules, position: int) -> None:
+    """A post-thaw hook runs only when owed, and once (again only if idempotent, unended)."""
+    tracked = rules.track(event, position)
+    if tracked is not None and event.hook == POST_THAW:
+        hooks, where = tracked.hooks, f"position {position}: post-thaw hook"
+        if not hooks.get("owed"):
+            rules.problems.add("rules", f"{where} started but never owed")
+        elif hooks.get("ended"):
+            rules.problems.add("rules", f"{where} started again after it ended")
+        elif hooks.get("started") and not hooks.get("idempotent"):
+            rules.problems.add("rules", f"{where} started again though not idempotent")
+        hooks["started"] = hooks.get("started", 0) + 1
+    rules.settle_if_done(event, tracked)
+
+
+@rule.register
+def _hook_ended(event: SnapshotAggregate.HookEnded, rules: Rules, position: int) -> None:
+    tracked = rules.track(event, position)
+    if tracked is not None and event.hook == POST_THAW:
+        if not tracked.hooks.get("started"):
+            rules.problems.add("rules", f"position {position}: post-thaw hook ended, never started")
+        tracked.hooks["ended"] = 1
     rules.settle_if_done(event, tracked)
 
 

@@ -21,6 +21,27 @@ class VolumeInSnapshot:
 
 
 @attrs.frozen
+class HookView:
+    """
+    One hook run of a snapshot (issue 19): ``status`` is owed | running | ok | failed |
+    timed-out; ``output`` the first 4 KiB of its stdout and stderr.
+    """
+
+    hook: str
+    run: tuple[str, ...] = attrs.field(converter=tuple)
+    where: str = "guest"
+    status: str = "owed"
+    exit_code: int | None = None
+    duration_ms: int | None = None
+    output: str = ""
+    error: str | None = None
+
+
+def _hook_views(hooks: Any) -> tuple[HookView, ...]:
+    return tuple(h if isinstance(h, HookView) else HookView(**h) for h in hooks)
+
+
+@attrs.frozen
 class VmSnapshotView:
     """
     A VM snapshot as the contract's JSON shape describes it.
@@ -45,6 +66,8 @@ class VmSnapshotView:
     updated: str
     #: How long the guest stayed frozen: the freeze's answer to the thaw's (None: never).
     frozen_ms: float | None = None
+    #: The hooks run around the freeze, in order (issue 19).
+    hooks: tuple[HookView, ...] = attrs.field(default=(), converter=_hook_views)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
@@ -63,6 +86,7 @@ class VolumeSnapshotView:
     created: str
     #: How long the guest stayed frozen: the freeze's answer to the thaw's (None: never).
     frozen_ms: float | None = None
+    hooks: tuple[HookView, ...] = attrs.field(default=(), converter=_hook_views)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)

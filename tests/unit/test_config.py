@@ -71,6 +71,22 @@ FULL: dict[str, Any] = {
             "power_state": "Stopped",
             "domain": "web1",
             "account": "acme",
+            "hooks": {
+                "pre_freeze": {
+                    "run": ["/usr/local/bin/db-quiesce", "--all"],
+                    "where": "guest",
+                    "timeout_s": 20,
+                    "idempotent": False,
+                },
+                "post_thaw": {
+                    "run": ["/usr/local/bin/db-resume"],
+                    "where": "host",
+                    "timeout_s": 5.5,
+                    "idempotent": True,
+                },
+                "on_pre_freeze_failure": "continue",
+                "count_in_deadline": True,
+            },
             "volumes": [
                 {"id": "vol-1", "pool": "primary-1", "type": "ROOT"},
                 {"id": "vol-2", "pool": "netapp-1", "type": "DATADISK"},
@@ -108,6 +124,9 @@ TABLES: dict[KeyPath, type] = {
     ("pools", 2): schema.Qcow2PoolTable,
     ("vms", 0): schema.VmTable,
     ("vms", 0, "volumes", 0): schema.VolumeTable,
+    ("vms", 0, "hooks"): schema.HooksTable,
+    ("vms", 0, "hooks", "pre_freeze"): schema.HookTable,
+    ("vms", 0, "hooks", "post_thaw"): schema.HookTable,
     ("api",): schema.ApiTable,
     ("api", "keys", 0): schema.ApiKeyTable,
     ("api", "keys", 1): schema.ApiKeyTable,
@@ -124,6 +143,7 @@ TIMEOUTS: list[KeyPath] = [
     ("limits", "quiesce_deadline_s"),
     ("limits", "operation_timeout_s"),
     ("api", "read_timeout_s"),
+    ("vms", 0, "hooks", "pre_freeze", "timeout_s"),
 ]
 DELAYS: list[KeyPath] = [
     ("hypervisors", 0, "delay_s", "take_vm_snapshot"),
@@ -138,6 +158,8 @@ BOOLEANS: list[KeyPath] = [
     ("limits", "quiesce_requires_agent"),
     ("pools", 1, "need_unquiesce"),
     ("pools", 1, "capabilities", "STORAGE_SYSTEM_SNAPSHOT"),
+    ("vms", 0, "hooks", "post_thaw", "idempotent"),
+    ("vms", 0, "hooks", "count_in_deadline"),
 ]
 
 
@@ -555,6 +577,7 @@ def test_any_seconds_in_range_are_kept(path: KeyPath, value: float) -> None:
         "quiesce_deadline_s": config.limits.quiesce_deadline_s,
         "operation_timeout_s": config.limits.operation_timeout_s,
         "read_timeout_s": config.api.read_timeout_s,
+        "timeout_s": _pre_freeze(config).timeout_s,
         "take_vm_snapshot": config.hypervisors[0].delay_s.get("take_vm_snapshot"),
         "delete_snapshot": config.pools[1].delay_s.get("delete_snapshot"),
     }
@@ -788,3 +811,72 @@ def test_a_key_without_role_stays_admin_and_its_account_is_its_user() -> None:
     del doc["api"]["keys"][1]["role"], doc["api"]["keys"][1]["account"]
     ops = parse(doc, FOLDER).api_keys[1]
     assert (ops.role, ops.account_name) == ("admin", "ops")
+
+
+# -- hooks (issue 19) ------------------------------------------------------------------------
+
+
+def _pre_freeze(config: Any) -> Any:
+    hooks = config.vms[0].hooks
+    assert hooks is not None and hooks.pre_freeze is not None
+    return hooks.pre_freeze
+
+
+def test_a_vms_hooks_reach_its_inventory_and_other_vms_have_none() -> None:
+    from vmsnap.domain.values import HookSpec, VmHooks
+
+    config = parse(full(), FOLDER)
+    assert config.vms[0].hooks == VmHooks(
+        HookSpec(("/usr/local/bin/db-quiesce", "--all"), "guest", 20.0, False),
+        HookSpec(("/usr/local/bin/db-resume",), "host", 5.5, True),
+        "continue",
+        True,
+    )
+    assert config.vms[1].hooks is None
+
+
+def test_a_hook_s_defaults() -> None:
+    from vmsnap.domain.values import HookSpec, VmHooks
+
+    doc = with_value(("vms", 0, "hooks"), {"post_thaw": {"run": ["/x"], "where": "guest"}})
+    assert parse(doc, FOLDER).vms[0].hooks == VmHooks(None, HookSpec(("/x",), "guest"))
+
+
+HOOK = ("vms", 0, "hooks", "pre_freeze")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("run", [], "run must not be empty (the program to run, then its arguments)"),
+        ("run", ["db-quiesce"], "run[0] must be an absolute path (got 'db-quiesce')"),
+        ("run", ["./db-quiesce"], "run[0] must be an absolute path (got './db-quiesce')"),
+        ("run", ["/x", 1], "run[1] must be a string (got 1)"),
+        ("run", "/x", "run must be an array of strings (got '/x')"),
+        ("where", "vm", "where must be one of guest, host (got 'vm')"),
+        ("timeout_s", 0, "timeout_s must be a finite number > 0 (got 0)"),
+        ("timeout_s", -1.5, "timeout_s must be a finite number > 0 (got -1.5)"),
+        ("timeout_s", math.inf, "timeout_s must be a finite number > 0 (got inf)"),
+    ],
+)
+def test_a_bad_hook_is_refused_with_its_key_s_path(key: str, value: Any, message: str) -> None:
+    for where in ("guest", "host"):  # a relative program is refused for host hooks too
+        doc = with_value((*HOOK, key), value)
+        if key != "where":
+            at(doc, HOOK)["where"] = where
+        assert refused(doc) == f"config: [[vms]][0].hooks.pre_freeze.{message}"
+
+
+def test_a_hook_needs_run_and_where() -> None:
+    assert refused(without((*HOOK, "run"))) == "config: [[vms]][0].hooks.pre_freeze.run is required"
+    assert refused(without((*HOOK, "where"))) == (
+        "config: [[vms]][0].hooks.pre_freeze.where is required"
+    )
+
+
+def test_an_unknown_pre_freeze_failure_policy_is_refused() -> None:
+    doc = with_value(("vms", 0, "hooks", "on_pre_freeze_failure"), "ignore")
+    assert refused(doc) == (
+        "config: [[vms]][0].hooks.on_pre_freeze_failure must be one of fail, continue "
+        "(got 'ignore')"
+    )

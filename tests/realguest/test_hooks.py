@@ -84,3 +84,16 @@ def test_a_dead_agent_or_a_stopped_guest_is_a_clear_driver_error(
     guest.destroy()
     with pytest.raises(DriverError, match="is not running") as raised:
         hv.guest_exec(vm, ["/bin/true"], timeout_s=60)
+
+
+def test_the_agent_refuses_to_run_a_command_while_the_guest_is_frozen(
+    hv: LibvirtHypervisor, vm: VmInfo, guest: Guest
+) -> None:
+    guest.dom.fsFreeze()
+    try:
+        with pytest.raises(DriverError) as raised:
+            hv.guest_exec(vm, ["/bin/true"], timeout_s=60)
+    finally:
+        guest.dom.fsThaw()
+    assert raised.value.code == EXEC_FAILED, raised.value.message
+    assert "frozen" in raised.value.message

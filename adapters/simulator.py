@@ -24,12 +24,14 @@ from vmsnap.domain.exceptions import ConfigError
 from vmsnap.domain.ports import Hypervisor, StorageDriver
 from vmsnap.domain.values import (
     Capabilities,
+    HookResult,
     HypervisorSnapshot,
     PoolInfo,
     QuiesceResult,
     SnapshotRef,
     VmInfo,
     VolumeInfo,
+    cap_output,
     temporary_name,
 )
 
@@ -121,6 +123,37 @@ class SimulatorHypervisor(Hypervisor):
             return "; ".join(done) or "nothing to do"
 
         return self._call("unquiesce", vm, apply)
+
+    def guest_exec(self, vm: VmInfo, argv: Sequence[str], *, timeout_s: float) -> HookResult:
+        """
+        Simulate a command in the guest: ``/bin/false`` exits 1, ``/bin/echo`` prints its
+        arguments, ``/bin/sleep S`` runs S seconds, ``/bin/exit N`` exits N, anything else
+        exits 0. A run longer than ``timeout_s`` (``/bin/sleep``, or the ``guest_exec``
+        delay) is killed at the timeout. Each run is a logged call (``simulator show``),
+        its argv in the result, so tests can count what ran.
+        """
+        program, args = argv[0].rsplit("/", 1)[-1], list(argv[1:])
+        took = self.delay_s.get("guest_exec", 0.0)
+        if program == "sleep" and args:
+            took += float(args[0])  # simulated time: nothing sleeps for it
+        killed = took > timeout_s
+        delays = {**self.delay_s, "guest_exec": min(self.delay_s.get("guest_exec", 0.0), timeout_s)}
+
+        def apply(conn: sqlite3.Connection) -> HookResult:
+            if killed:
+                return HookResult(None, "", timed_out=True)
+            if program == "echo":
+                return HookResult(0, cap_output((" ".join(args) + "\n").encode()))
+            if program == "exit":
+                return HookResult(int(args[0]) if args else 0, "")
+            return HookResult(1 if program == "false" else 0, "")
+
+        def record(result: HookResult) -> dict[str, Any]:
+            return {"argv": list(argv), **attrs.asdict(result)}
+
+        return self.world._call(
+            "guest_exec", self.name, vm.id, (), self.faults, delays, apply, record
+        )
 
     def take_vm_snapshot(
         self, vm: VmInfo, snapshot: SnapshotRef, *, memory: bool

@@ -9,7 +9,15 @@ from datetime import datetime
 import attrs
 
 from vmsnap.domain.exceptions import InvalidRequest
-from vmsnap.domain.values import CRASH, FILESYSTEM, MAX_TEXT, Capabilities, DriverGroup, VolumeInfo
+from vmsnap.domain.values import (
+    APPLICATION,
+    CRASH,
+    FILESYSTEM,
+    MAX_TEXT,
+    Capabilities,
+    DriverGroup,
+    VolumeInfo,
+)
 
 HYPERVISOR_STRATEGY = "hypervisor"
 STORAGE_STRATEGY = "storage"
@@ -122,8 +130,14 @@ def decide_unquiesce(
     return UnquiesceDecision(rule, frozen, release, why)
 
 
-def consistency(quiesced: bool) -> str:
-    return FILESYSTEM if quiesced else CRASH
+def consistency(quiesced: bool, *, application: bool = False) -> str:
+    """
+    ``application``: the pre-freeze hook succeeded (issue 19); it makes the snapshot
+    application-consistent only when the guest was then quiesced.
+    """
+    if not quiesced:
+        return CRASH
+    return APPLICATION if application else FILESYSTEM
 
 
 def default_name(vm_id: str, now: datetime) -> str:

@@ -135,6 +135,19 @@ def reconcile_text(report: dict[str, Any]) -> str:
             for i in items
         ]
     lines += [f"not listed: {u}" for u in report["unlisted"]]
+    hooks = report.get("hooks", [])
+    if hooks:
+        lines.append(f"post-thaw hooks owed: {len(hooks)}")
+        lines += [
+            f"  {h['vm_id']}  snapshot {h['snapshot_id']} ({h['snapshot_state']})  "
+            f"{h['where']}: {' '.join(h['run'])}  "
+            + (
+                "never started: run 'vmsnap recover'"
+                if h["status"] == "owed"
+                else "started, its end never recorded: check the guest"
+            )
+            for h in hooks
+        ]
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 from eventsourcing.persistence import IntegrityError
@@ -28,6 +28,7 @@ from vmsnap.domain.snapshot_base import SnapshotAggregate
 from vmsnap.domain.values import (
     OWED_RELEASE,
     DriverGroup,
+    HookResult,
     Owed,
     SnapshotRef,
     VmInfo,
@@ -59,6 +60,9 @@ class Steps:
     """
     Runs one operation's calls for one snapshot, saving every answer as it comes.
     """
+
+    #: Runs ``where = "host"`` hooks (flows/hooks.py); the service sets it.
+    host_hooks: Callable[[Sequence[str], float, Mapping[str, str]], HookResult] | None = None
 
     def __init__(
         self,

@@ -16,6 +16,7 @@ from vmsnap.domain.values import (
 from vmsnap.domain.vm import Vm
 from vmsnap.domain.vm_snapshot import VmSnapshot
 from vmsnap.domain.workflow import FAILED, READY, REMOVED, SNAPSHOTTING
+from vmsnap.flows.hooks import HookSteps
 from vmsnap.flows.steps import FAILURE, StepFailed, Steps
 
 
@@ -53,6 +54,8 @@ class VmSnapshotFlow:
 
     def _create_with_hypervisor(self) -> None:
         steps, snap = self.steps, self.snap
+        hooks = HookSteps(steps)
+        hooks.before_freeze()  # the hypervisor's take quiesces the guest itself
         snap.start_snapshotting()
         steps.save(snap)
         taken = steps.call(
@@ -64,13 +67,20 @@ class VmSnapshotFlow:
             taken.name, quiesced=taken.quiesced, memory=taken.memory, detail=taken.detail
         )
         steps.save(snap)
-        snap.complete(quiesced=taken.quiesced, consistency=consistency(taken.quiesced))
+        hooks.after_thaw()
+        app = hooks.app_consistent
+        snap.complete(
+            quiesced=taken.quiesced, consistency=consistency(taken.quiesced, application=app)
+        )
         self._end(READY)
 
     def _create_with_storage(self) -> None:
         steps, snap = self.steps, self.snap
         ref = snap.ref
+        hooks = HookSteps(steps)
+        hooks.before_freeze()
         steps.quiesce(ref, memory=snap.memory)
+        hooks.after_quiesce()
         steps.call_groups(
             snap.groups,
             "take_vm_snapshot",
@@ -79,7 +89,11 @@ class VmSnapshotFlow:
             then=steps.check_deadline,
         )
         steps.decide_and_unquiesce(snap.answers, memory=snap.memory)
-        snap.complete(quiesced=snap.quiesced, consistency=consistency(snap.quiesced))
+        hooks.after_thaw()
+        app = hooks.app_consistent
+        snap.complete(
+            quiesced=snap.quiesced, consistency=consistency(snap.quiesced, application=app)
+        )
         self._end(READY)
 
     def compensate_create(
@@ -98,6 +112,7 @@ class VmSnapshotFlow:
         # Thaw before the cleanup calls: the VM must not stay frozen while they run.
         if storage:
             owed += steps.release_after_failure(thaw_reason)
+        HookSteps(steps).after_thaw()  # the owed post-thaw hook, right after the thaw
         extra = self._unanswered_group() if interrupted else None
         deleted = self._delete_driver_snapshots(compensation=True, extra=extra)
         if extra is not None and extra.pool_id not in deleted:

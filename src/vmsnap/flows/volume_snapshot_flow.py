@@ -8,6 +8,7 @@ from vmsnap.domain.values import OWED_VOLUME_SNAPSHOT, Owed, VolumeInfo
 from vmsnap.domain.vm import Vm
 from vmsnap.domain.volume_snapshot import VolumeSnapshot
 from vmsnap.domain.workflow import FAILED, READY, REMOVED, SNAPSHOTTING
+from vmsnap.flows.hooks import HookSteps
 from vmsnap.flows.steps import FAILURE, StepFailed, Steps
 
 
@@ -39,8 +40,11 @@ class VolumeSnapshotFlow:
 
     def _create(self) -> None:
         steps, snap = self.steps, self.snap
+        hooks = HookSteps(steps)  # none unless quiesced
         if snap.quiesce_requested:
+            hooks.before_freeze()
             steps.quiesce(snap.ref, memory=False)
+            hooks.after_quiesce()
         else:
             snap.start_snapshotting()
             steps.save(snap)
@@ -56,7 +60,11 @@ class VolumeSnapshotFlow:
         if snap.quiesce_requested:
             # The pool captured its volume itself (it advertises the quiesce cap).
             steps.decide_and_unquiesce({snap.pool_id: True}, memory=False)
-        snap.complete(quiesced=snap.quiesced, consistency=consistency(snap.quiesced))
+            hooks.after_thaw()
+        app = hooks.app_consistent
+        snap.complete(
+            quiesced=snap.quiesced, consistency=consistency(snap.quiesced, application=app)
+        )
         self._end(READY)
 
     def compensate(
@@ -68,6 +76,7 @@ class VolumeSnapshotFlow:
         """
         steps, snap = self.steps, self.snap
         owed = steps.release_after_failure(thaw_reason)  # thaw first, then clean up
+        HookSteps(steps).after_thaw()  # the owed post-thaw hook, right after the thaw
         left = [f"hypervisor snapshot {o.name}" for o in owed]
         unanswered = interrupted and snap.state == SNAPSHOTTING
         if snap.taken is not None or unanswered:

@@ -19,9 +19,12 @@ from eventsourcing.application import AggregateNotFoundError
 from vmsnap.domain.exceptions import DriverError
 from vmsnap.domain.snapshot_base import SnapshotAggregate
 from vmsnap.domain.values import (
+    HOOK_OWED,
+    HOOK_RUNNING,
     OWED_HYPERVISOR_SNAPSHOT,
     OWED_RELEASE,
     OWED_VOLUME_SNAPSHOT,
+    POST_THAW,
     Owed,
     VmInfo,
     backend_name,
@@ -29,6 +32,7 @@ from vmsnap.domain.values import (
 from vmsnap.domain.vm_snapshot import VmSnapshot
 from vmsnap.domain.volume_snapshot import VolumeSnapshot
 from vmsnap.domain.workflow import FAILED, REMOVED
+from vmsnap.projections.projector import VM_SNAPSHOTS, VOLUME_SNAPSHOTS
 from vmsnap.service import ledger
 from vmsnap.service.runtime import Runtime
 
@@ -49,6 +53,25 @@ class Found:
 
 
 @attrs.frozen
+class OwedHook:
+    """
+    A post-thaw hook still owed (issue 19): never started (``owed``: ``recover`` runs it)
+    or started with no end recorded (``running``: recover reports it, runs it again only
+    if idempotent).
+    """
+
+    vm_id: str
+    snapshot_id: str
+    snapshot_state: str
+    run: tuple[str, ...] = attrs.field(converter=tuple)
+    where: str
+    status: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**attrs.asdict(self), "run": list(self.run)}
+
+
+@attrs.frozen
 class ReconcileReport:
     """What is owed, what is orphaned, what could not be listed, and what was cleaned."""
 
@@ -57,10 +80,11 @@ class ReconcileReport:
     unlisted: tuple[str, ...]
     cleaned: tuple[Found, ...] = ()
     problems: tuple[str, ...] = ()
+    hooks: tuple[OwedHook, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return not (self.owed or self.orphans or self.problems)
+        return not (self.owed or self.orphans or self.problems or self.hooks)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +94,7 @@ class ReconcileReport:
             "unlisted": list(self.unlisted),
             "cleaned": [f.to_dict() for f in self.cleaned],
             "problems": list(self.problems),
+            "hooks": [h.to_dict() for h in self.hooks],
         }
 
 
@@ -100,7 +125,9 @@ class Reconciling:
         owed: list[Found] = []
         orphans: list[Found] = []
         unlisted: list[str] = []
+        hooks: list[OwedHook] = []
         for vm in self.rt.wiring.inventory.vms():
+            hooks += self._owed_hooks(vm)
             ledger_now = self.rt.vm_aggregate(vm.id).owed_now()
             owed += [Found(vm.id, o) for o in ledger_now.values()]
             owed_names = {(o.target, o.name) for o in ledger_now.values()}
@@ -109,7 +136,20 @@ class Reconciling:
                     continue
                 if not self._owned(found.owed):
                     orphans.append(found)
-        return ReconcileReport(tuple(owed), tuple(orphans), tuple(unlisted))
+        return ReconcileReport(tuple(owed), tuple(orphans), tuple(unlisted), hooks=tuple(hooks))
+
+    def _owed_hooks(self, vm: VmInfo) -> Iterator[OwedHook]:
+        """The post-thaw hooks of ``vm``'s snapshots that are owed or never ended."""
+        views = self.rt.views_current()
+        docs = views.select(VM_SNAPSHOTS, {"vm_id": vm.id})
+        for volume in vm.volumes:
+            docs += views.select(VOLUME_SNAPSHOTS, {"volume_id": volume.id})
+        for doc in docs:
+            for hook in doc.get("hooks", []):
+                if hook["hook"] == POST_THAW and hook["status"] in (HOOK_OWED, HOOK_RUNNING):
+                    yield OwedHook(
+                        vm.id, doc["id"], doc["state"], hook["run"], hook["where"], hook["status"]
+                    )
 
     def _held(self, vm: VmInfo, unlisted: list[str]) -> Iterator[Found]:
         """What the backends hold for ``vm`` under vmsnap's names."""

@@ -29,6 +29,7 @@ from vmsnap.domain.vm_snapshot import VmSnapshot
 from vmsnap.domain.volume_snapshot import VolumeSnapshot
 from vmsnap.domain.workflow import EXPUNGING, REVERTING
 from vmsnap.flows import StepFailed, Steps, VmSnapshotFlow, VolumeSnapshotFlow
+from vmsnap.flows.hooks import unended_message
 from vmsnap.flows.steps import RECOVERY
 from vmsnap.projections.projector import VMS
 from vmsnap.service import ledger
@@ -53,6 +54,8 @@ class Outcome:
 class Recovery:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        # Post-thaw hooks found started and never ended (issue 19): reported, not rerun.
+        self._unended_hooks: list[Unrecovered] = []
 
     def recover(self) -> Outcome:
         """
@@ -79,6 +82,8 @@ class Recovery:
                 outcome.done.append(sid)
             if problem is not None:
                 outcome.unrecovered.append(Unrecovered(vm_id, None, f"still owed: {problem}"))
+        outcome.unrecovered += self._unended_hooks
+        self._unended_hooks = []
         return outcome
 
     def _recover(self, vm_id: str) -> str | None:
@@ -192,6 +197,12 @@ class Recovery:
         else:
             assert isinstance(agg, VolumeSnapshot)
             self._recover_volume_snapshot(steps, agg, record, reason)
+        # The compensation ran an owed post-thaw hook (ADR 0026); one that was started and
+        # never ended is not run again unless idempotent: the operator must look.
+        spec = agg.post_hook
+        if spec is not None and agg.post_hook_unended and not spec.idempotent:
+            message = unended_message(sid, spec)
+            self._unended_hooks.append(Unrecovered(record.vm_id, sid, message))
 
     def _recover_vm_snapshot(self, flow: VmSnapshotFlow, reason: str) -> None:
         snap = flow.snap

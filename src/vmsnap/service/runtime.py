@@ -17,6 +17,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
+from vmsnap.adapters.host_hooks import run_host_hook
 from vmsnap.adapters.view_store import ViewStore
 from vmsnap.bootstrap import Wiring
 from vmsnap.config import Config
@@ -185,7 +186,7 @@ class Runtime:
             self.done(sid)
 
     def steps(self, snap: SnapshotAggregate, vm: VmInfo) -> Steps:
-        return Steps(
+        steps = Steps(
             self.wiring.log.save,
             snap,
             vm,
@@ -193,6 +194,8 @@ class Runtime:
             self.wiring.drivers,
             self.config.limits.quiesce_deadline_s,
         )
+        steps.host_hooks = run_host_hook
+        return steps
 
     def done(self, sid: str) -> None:
         self.running.discard(sid)

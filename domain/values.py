@@ -37,6 +37,8 @@ HOOK_OWED, HOOK_RUNNING, HOOK_OK, HOOK_FAILED, HOOK_TIMED_OUT = (
     "failed",
     "timed-out",
 )
+# A run whose end was never recorded, superseded by a rerun (an idempotent post hook).
+HOOK_UNENDED = "unended"
 
 
 def _volume_tuple(volumes: Iterable[VolumeInfo]) -> tuple[VolumeInfo, ...]:

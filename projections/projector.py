@@ -20,6 +20,7 @@ from vmsnap.domain.values import (
     CRASH,
     HOOK_OWED,
     HOOK_RUNNING,
+    HOOK_UNENDED,
     POST_THAW,
     Capabilities,
 )
@@ -107,6 +108,7 @@ def _volume_snapshot_requested(e: VolumeSnapshot.Requested, rows: Rows, position
         "created": _when(e),
         "frozen_ms": None,
         "hooks": [],
+        "consistency": CRASH,  # "application" when its hooks made it so (issue 19)
     }
     rows.put(VOLUME_SNAPSHOTS, doc["id"], doc, position)
 
@@ -180,10 +182,14 @@ def _hook_started(e: SnapshotAggregate.HookStarted, rows: Rows, position: int) -
     doc = _snapshot_doc(e, rows)
     hooks = [] if doc is None else [dict(h) for h in doc.get("hooks", [])]
     owed = next((h for h in hooks if h["hook"] == e.hook and h["status"] == HOOK_OWED), None)
+    for h in hooks:  # a run that never ended, now run again (an idempotent post hook)
+        if h["hook"] == e.hook and h["status"] == HOOK_RUNNING:
+            h["status"] = HOOK_UNENDED
     if owed is not None:
         owed["status"] = HOOK_RUNNING
-    else:
-        hooks.append(_hook_entry(e.hook, e.run, e.where, HOOK_RUNNING))
+    else:  # in the order they run: before an owed post hook still to come
+        at = next((i for i, h in enumerate(hooks) if h["status"] == HOOK_OWED), len(hooks))
+        hooks.insert(at, _hook_entry(e.hook, e.run, e.where, HOOK_RUNNING))
     _update_snapshot(e, rows, position, hooks=hooks)
 
 
@@ -219,8 +225,6 @@ def _update_snapshot(
             doc["state"] = workflow.table.get((e.trigger, doc["state"]), doc["state"])
         if table == VM_SNAPSHOTS:
             doc["updated"] = _when(e)
-        else:
-            changes.pop("consistency", None)  # volume snapshots do not show it
         doc.update(changes)
         rows.put(table, sid, doc, position)
         _frozen_vm(doc, e, rows, position)

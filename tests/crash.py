@@ -22,6 +22,7 @@ WORKFLOW_CALLS = frozenset(
         "delete_snapshot",
         "take_volume_snapshot",
         "delete_volume_snapshot",
+        "guest_exec",  # a guest hook (issue 19)
     }
 )
 

@@ -170,6 +170,51 @@ class Audit:
         return verify(self.reader, kept_head)
 
 
+@attrs.define
+class HookRun:
+    """
+    One hook of a snapshot in a timeline (issue 19): owed from ``owed_at``, started at
+    ``started_at``, ended at ``ended_at`` (None: not yet, or never recorded).
+    """
+
+    snapshot_id: str
+    hook: str
+    run: list[str]
+    where: str
+    owed_at: int | None = None
+    started_at: int | None = None
+    ended_at: int | None = None
+    status: str | None = None
+    exit_code: int | None = None
+    duration_ms: int | None = None
+
+
+def hook_runs(events: Sequence[EventView]) -> list[HookRun]:
+    """Every hook run (and owed post-thaw hook) in a timeline: pre hooks, then post hooks."""
+    S = SnapshotAggregate
+    runs: list[HookRun] = []
+    for e in events:
+        event, sid = e.event, e.originator_id
+        if isinstance(event, S.PostHookOwed):
+            runs.append(HookRun(sid, "post_thaw", list(event.run), event.where, e.position))
+        elif isinstance(event, S.HookStarted):
+            owed = [r for r in runs if r.snapshot_id == sid and r.hook == event.hook]
+            if owed and owed[-1].started_at is None:
+                owed[-1].started_at = e.position
+            else:
+                runs.append(
+                    HookRun(sid, event.hook, list(event.run), event.where, None, e.position)
+                )
+        elif isinstance(event, S.HookEnded):
+            started = [r for r in runs if r.snapshot_id == sid and r.hook == event.hook]
+            if started:
+                run = started[-1]
+                run.ended_at, run.status = e.position, event.status
+                run.exit_code, run.duration_ms = event.exit_code, event.duration_ms
+    # The pre hook first: the post hook is owed (recorded) just before the pre hook starts.
+    return sorted(runs, key=lambda r: (r.hook != "pre_freeze", r.started_at or r.owed_at or 0))
+
+
 def frozen_spans(events: Sequence[EventView]) -> list[FrozenSpan]:
     """
     Every freeze in a timeline, with its thaw and how long the VM stayed frozen.

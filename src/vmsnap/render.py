@@ -66,10 +66,16 @@ def short(v: Any) -> str:
 def view_text(s: SnapshotView) -> str:
     """One snapshot, a field a line; its volumes on one line as ``volume@pool``."""
     d = s.to_dict()
-    lines = [f"{k:18} {cell(v)}" for k, v in d.items() if k != "volumes"]
+    lines = [f"{k:18} {cell(v)}" for k, v in d.items() if k not in ("volumes", "hooks")]
     if "volumes" in d:
         vols = ", ".join(f"{v['volume_id']}@{v['pool_id']}" for v in d["volumes"])
         lines.append(f"{'volumes':18} {vols}")
+    for i, h in enumerate(d.get("hooks", [])):  # one line per hook run (issue 19)
+        done = "" if h["duration_ms"] is None else f", {h['duration_ms']} ms"
+        code = "" if h["exit_code"] is None else f", exit {h['exit_code']}"
+        why = f", {h['error']}" if h["error"] else ""
+        run = f"{h['hook']} ({h['where']}) {' '.join(h['run'])}"
+        lines.append(f"{'hooks' if i == 0 else '':18} {run}: {h['status']}{code}{done}{why}")
     return "\n".join(lines)
 
 
@@ -190,10 +196,12 @@ def caps_text(data: Mapping[str, Any]) -> str:
 
 def frozen_text(events: Sequence[EventView]) -> str:
     """
-    How long each VM was frozen, per snapshot: the summary under a human timeline.
+    How long each VM was frozen, per snapshot: the summary under a human timeline, with
+    the hooks that ran before the freeze and after the thaw (issue 19).
     """
-    from vmsnap.audit import frozen_spans
+    from vmsnap.audit import frozen_spans, hook_runs
 
+    hooks = hook_runs(events)
     lines = []
     for s in frozen_spans(events):
         if s.seconds is None:
@@ -206,7 +214,24 @@ def frozen_text(events: Sequence[EventView]) -> str:
                 f"  {s.vm_id} frozen {s.seconds * 1000:.1f}ms by snapshot {s.snapshot_id} "
                 f"(positions {s.frozen_at}-{s.thawed_at})"
             )
+        lines += [_hook_line(h) for h in hooks if h.snapshot_id == s.snapshot_id]
+    spanned = {s.snapshot_id for s in frozen_spans(events)}
+    unfrozen = [h for h in hooks if h.snapshot_id not in spanned]
+    for sid in dict.fromkeys(h.snapshot_id for h in unfrozen):
+        lines.append(f"  snapshot {sid}: hooks, no freeze")
+        lines += [_hook_line(h) for h in unfrozen if h.snapshot_id == sid]
     return "\n".join(["frozen:", *lines]) if lines else "frozen: never (no VM was frozen)"
+
+
+def _hook_line(h: Any) -> str:
+    when = "before the freeze" if h.hook == "pre_freeze" else "after the thaw"
+    head = f"    {when}: {h.hook} ({h.where}) {' '.join(h.run)}"
+    if h.started_at is None:
+        return f"{head}: OWED since position {h.owed_at}, never started: run 'vmsnap recover'"
+    if h.ended_at is None:
+        return f"{head}: started at position {h.started_at}, no end recorded"
+    code = "" if h.exit_code is None else f"exit {h.exit_code}, "
+    return f"{head}: {h.status} ({code}{h.duration_ms} ms, positions {h.started_at}-{h.ended_at})"
 
 
 def verify_text(report: VerifyReport) -> str:

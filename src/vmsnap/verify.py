@@ -7,6 +7,7 @@ table, in key order; the chain is compared seal by seal. Never calls an adapter.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from functools import singledispatch
@@ -80,7 +81,9 @@ class Rules:
         self.temp = temp
         self.problems = problems
         self.active: dict[UUID, Tracked] = {}
-        temp.execute("CREATE TABLE settled (id BLOB PRIMARY KEY, kind TEXT, state TEXT)")
+        temp.execute(
+            "CREATE TABLE settled (id BLOB PRIMARY KEY, kind TEXT, state TEXT, hooks TEXT)"
+        )
 
     def check(self, event: object, position: int) -> None:
         rule(event, self, position)
@@ -114,17 +117,18 @@ class Rules:
 
     def _settle(self, oid: UUID, tracked: Tracked) -> None:
         self.temp.execute(
-            "INSERT OR REPLACE INTO settled VALUES (?, ?, ?)",
-            (oid.bytes, tracked.workflow.label, tracked.state),
+            "INSERT OR REPLACE INTO settled VALUES (?, ?, ?, ?)",
+            (oid.bytes, tracked.workflow.label, tracked.state, json.dumps(tracked.hooks)),
         )
         del self.active[oid]
 
     def _unsettle(self, oid: UUID) -> Tracked | None:
-        self.temp.execute("SELECT kind, state FROM settled WHERE id=?", (oid.bytes,))
+        self.temp.execute("SELECT kind, state, hooks FROM settled WHERE id=?", (oid.bytes,))
         row = self.temp.fetchone()
         if row is None:
             return None
         tracked = self.active[oid] = Tracked(WORKFLOWS[row[0]], row[1])
+        tracked.hooks = json.loads(row[2])
         return tracked
 
     def finish(self) -> None:

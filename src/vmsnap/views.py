@@ -24,7 +24,7 @@ class VolumeInSnapshot:
 class HookView:
     """
     One hook run of a snapshot (issue 19): ``status`` is owed | running | ok | failed |
-    timed-out; ``output`` the first 4 KiB of its stdout and stderr.
+    timed-out | unended (never ended, run again); ``output``: its first 4 KiB of output.
     """
 
     hook: str
@@ -87,6 +87,8 @@ class VolumeSnapshotView:
     #: How long the guest stayed frozen: the freeze's answer to the thaw's (None: never).
     frozen_ms: float | None = None
     hooks: tuple[HookView, ...] = attrs.field(default=(), converter=_hook_views)
+    #: filesystem | crash | application (issue 19: shown for volume snapshots too).
+    consistency: str = "crash"
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)

@@ -33,7 +33,7 @@ from hypothesis.stateful import (
 
 from tests.conftest import STATE_FILE, VMS, VendorPool, world_config
 from tests.crash import SimulatedCrash, die_at_call
-from tests.support import write_config
+from tests.support import Config, write_config
 from vmsnap import Controller, InvalidRequest
 from vmsnap.adapters.simulator import SimulatorWorld
 from vmsnap.domain.exceptions import IllegalTransition
@@ -62,6 +62,19 @@ VOLUMES = sorted(
 )
 
 
+# vm-kvm has hooks (issue 19): its quiesced snapshots run them around the freeze.
+HOOKED_VM, PRE, POST = "vm-kvm", ["/usr/local/bin/db-quiesce"], ["/usr/local/bin/db-resume"]
+
+
+def _hooked(config: Config) -> Config:
+    hooks = {
+        "pre_freeze": {"run": PRE, "where": "guest"},
+        "post_thaw": {"run": POST, "where": "guest"},
+    }
+    vms = [{**v, "hooks": hooks} if v["id"] == HOOKED_VM else v for v in config.vms]
+    return attrs.evolve(config, vms=vms)
+
+
 def _uses_netapp(vm_id: str) -> bool:
     return any(pool == "netapp-1" for _, pool, _ in VMS[vm_id][2])
 
@@ -84,11 +97,13 @@ class WorkflowMachine(RuleBasedStateMachine):
     @initialize()
     def open_controllers(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="vmsnap-machine-"))
-        healthy = write_config(self.folder, world_config(max_vm_snapshots_per_vm=LIMIT))
+        healthy = write_config(self.folder, _hooked(world_config(max_vm_snapshots_per_vm=LIMIT)))
         self.healthy_config = healthy
         faulty = write_config(
             self.folder,
-            world_config(max_vm_snapshots_per_vm=LIMIT, netapp=VendorPool(faults=NETAPP_FAULTS)),
+            _hooked(
+                world_config(max_vm_snapshots_per_vm=LIMIT, netapp=VendorPool(faults=NETAPP_FAULTS))
+            ),
             "faulty.toml",
         )
         self.healthy = Controller.from_config(healthy)
@@ -406,6 +421,28 @@ class WorkflowMachine(RuleBasedStateMachine):
             return
         report = self.ctrl.audit_verify()
         assert report.ok, report.problems
+
+    @invariant()
+    def every_owed_post_hook_ran_at_most_once_and_none_is_left_unstarted(self) -> None:
+        """
+        Each post-thaw hook owed ran at most once (not idempotent), at least when its end
+        is recorded, and none is left owed without a start (recover started it).
+        """
+        if not hasattr(self, "ctrl"):
+            return
+        S = SnapshotAggregate
+        owed = started = ended = 0
+        for view in self.ctrl.audit_export():
+            event = view.event
+            owed += isinstance(event, S.PostHookOwed)
+            if isinstance(event, S.HookStarted | S.HookEnded) and event.hook == "post_thaw":
+                started += isinstance(event, S.HookStarted)
+                ended += isinstance(event, S.HookEnded)
+        runs = [c for c in self.world.calls(HOOKED_VM) if c["op"] == "guest_exec" and c["ok"]]
+        post_runs = sum(c["result"]["argv"] == POST for c in runs)
+        assert started == owed, "a post-thaw hook was left owed"
+        assert ended <= post_runs <= owed, (ended, post_runs, owed)
+        assert [h.status for h in self.ctrl.reconcile().hooks if h.status == "owed"] == []
 
     @invariant()
     def no_vm_is_left_frozen(self) -> None:

@@ -329,3 +329,29 @@ def test_the_human_timeline_shows_the_hooks_in_the_freeze_picture(tmp_path: Path
         in (lines[frozen + 2])
     )
     assert failed.id in text
+
+
+def test_a_failed_pre_hook_fails_a_volume_snapshot_and_still_runs_the_post_hook(
+    tmp_path: Path,
+) -> None:
+    ctrl, world = open_world(tmp_path, hooked(pre=FAILS))
+    with ctrl, world:
+        snap = ctrl.create_volume_snapshot("kvm-data", quiesce=True)
+        assert snap.state == "failed"
+        assert ops(world) == [FAILS[0], POST[0]]
+        assert world.volume_snapshots("kvm-data") == []
+        assert ctrl.audit_verify().ok
+
+
+def test_a_hypervisor_without_guest_commands_refuses_guest_exec() -> None:
+    from types import SimpleNamespace
+
+    from vmsnap.domain.exceptions import DriverError
+    from vmsnap.domain.ports import Hypervisor
+    from vmsnap.domain.values import VmInfo
+
+    # The port's default, for adapters that do not override it.
+    hv: Any = SimpleNamespace(name="kvm-lab")
+    vm = VmInfo("db-1", "kvm-lab", "Running", ())
+    with pytest.raises(DriverError, match="hypervisor kvm-lab cannot run commands inside guests"):
+        Hypervisor.guest_exec(hv, vm, ["/bin/true"], timeout_s=1)

@@ -140,3 +140,27 @@ def test_verify_finds_a_post_hook_that_ran_twice_or_was_never_owed(
         report = ctrl.audit_verify()
     assert not report.ok
     assert any(problem in p for p in report.problems), report.problems
+
+
+def test_hooks_on_a_postgresql_store_recover_and_verify(tmp_path: Path, pg_url: str) -> None:
+    """The same records on PostgreSQL: views, recover of an owed post hook, verify."""
+    pytest.importorskip("psycopg")
+    config = write_config(tmp_path, hooked())
+    with Controller.from_config(config, pg_url, migrate=True) as ctrl:
+        ctrl.migrate()
+    dying = Controller.from_config(config, pg_url)
+    die_at_call(dying, 2, after=True)  # frozen, after the pre hook
+    try:
+        with pytest.raises(SimulatedCrash):
+            dying.create_vm_snapshot(VM, quiesce=True)
+    finally:
+        dying.close()
+    with Controller.from_config(config, pg_url) as ctrl:
+        [owed] = ctrl.reconcile().hooks
+        assert owed.status == "owed"
+        [snap] = ctrl.recover()
+        assert [h.status for h in ctrl.get_vm_snapshot(snap.id).hooks] == ["ok", "ok"]
+        assert ctrl.reconcile().ok
+        assert ctrl.audit_verify().ok
+    with SimulatorWorld(tmp_path / STATE_FILE) as world:
+        assert guest_runs(world) == [PRE, POST]

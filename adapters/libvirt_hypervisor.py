@@ -12,11 +12,11 @@ import libvirt
 
 from vmsnap.adapters.libvirt_connection import (
     NO_DISK,
-    LibvirtConnection,
     disk_holding,
     domain_name,
     find_snapshot,
 )
+from vmsnap.adapters.libvirt_guest_exec import LibvirtGuestExec
 from vmsnap.adapters.libvirt_live import (
     AGENT_UNAVAILABLE,
     STILL_FROZEN,
@@ -51,12 +51,13 @@ __all__ = ["NO_DISK", "LibvirtHypervisor", "disk_for", "snapshot_request"]
 VOLUME_SNAPSHOT_OF = "vmsnap volume snapshot of "
 
 
-class LibvirtHypervisor(LibvirtConnection, Hypervisor):
+class LibvirtHypervisor(LibvirtGuestExec, Hypervisor):
     """
     A libvirt host, driven as KVM/QEMU: quiesce is a guest filesystem freeze
     (``fsFreeze``, the thaw is mandatory) plus, for the volumes no storage driver
     captures itself, a temporary disk-only snapshot; VM snapshots are
-    ``snapshotCreateXML`` domain snapshots.
+    ``snapshotCreateXML`` domain snapshots; hooks run inside the guest through its agent
+    (``guest-exec``, :class:`LibvirtGuestExec`).
 
     The connection opens on first use; a connection found dead is reopened once and the
     call retried once (:class:`LibvirtConnection`).

@@ -111,11 +111,11 @@ def guest(booted_guest: Guest) -> Guest:
 def write_config(tmp_path: Path, guest: Guest) -> Callable[..., Path]:
     """
     Write a config for the guest: a libvirt hypervisor on qemu:///system, pools
-    ``pool-a`` and ``pool-b`` (qcow2) and the VM ``vm-real``; keyword arguments go to
-    ``[limits]``.
+    ``pool-a`` and ``pool-b`` (qcow2) and the VM ``vm-real`` (with ``hooks``, when
+    given); other keyword arguments go to ``[limits]``.
     """
 
-    def write(**limits: Any) -> Path:
+    def write(hooks: dict[str, Any] | None = None, **limits: Any) -> Path:
         volumes = [
             {"id": v, "pool": pool, "type": "ROOT" if dev == "vda" else "DATADISK"}
             for v, (pool, dev) in VOLUMES.items()
@@ -126,7 +126,10 @@ def write_config(tmp_path: Path, guest: Guest) -> Callable[..., Path]:
                 {"id": pool, "name": pool, "driver": "qcow2", "path": str(path)}
                 for pool, path in guest.pools.items()
             ],
-            vms=[{"id": VM, "hypervisor": "kvm", "domain": guest.name, "volumes": volumes}],
+            vms=[
+                {"id": VM, "hypervisor": "kvm", "domain": guest.name, "volumes": volumes}
+                | ({"hooks": hooks} if hooks else {})
+            ],
             limits=limits,
         )
         return write_config_file(tmp_path, config)

@@ -30,11 +30,24 @@ ALICE_KEY = {
     "account": "acme",
 }
 DELAY_S = 1.5  # each delayed simulated call: long enough to see its state on the page
+#: What the pre-freeze hook of vm-kvm prints: markup, a script, a terminal escape and a
+#: right-to-left override.
+MARKUP = '<b id="injected">bold</b><script>document.title="pwned"</script>'
+HOSTILE = MARKUP + "\x1b[31mred\u202e\n"
+#: vm-kvm's hooks: host commands (real processes on the host of the serve process).
+KVM_HOOKS = {
+    "pre_freeze": {
+        "run": ["/bin/sh", "-c", f"printf '%s\\033[31mred\\342\\200\\256\\n' '{MARKUP}'"],
+        "where": "host",
+        "timeout_s": 30,
+    },
+    "post_thaw": {"run": ["/bin/sh", "-c", "echo resumed"], "where": "host", "timeout_s": 30},
+}
 
 
 class UiServer(Server):
-    """``vmsnap serve`` on the e2e world: esx1 and netapp-1 answer slowly, and ``alice``
-    (role user, account acme) owns ``vm-xen``."""
+    """``vmsnap serve`` on the e2e world: esx1 and netapp-1 answer slowly, ``alice``
+    (role user, account acme) owns ``vm-xen``, and ``vm-kvm`` has host hooks."""
 
     def __init__(self, folder: Path) -> None:
         super().__init__(folder)
@@ -43,7 +56,8 @@ class UiServer(Server):
             {**h, "delay_s": {"quiesce": DELAY_S}} if h["name"] == "esx1" else h
             for h in base.hypervisors
         ]
-        vms = [{**v, "account": "acme"} if v["id"] == "vm-xen" else v for v in base.vms]
+        extra = {"vm-xen": {"account": "acme"}, "vm-kvm": {"hooks": KVM_HOOKS}}
+        vms = [{**v, **extra.get(v["id"], {})} for v in base.vms]
         config = attrs.evolve(base, hypervisors=hypervisors, vms=vms)
         write_config(folder, config.with_tables(*API_KEYS, ("[[api.keys]]", ALICE_KEY)))
         secret = folder / "alice.secret"
@@ -283,21 +297,28 @@ def test_pools_and_audit_pages(page: Any, server: UiServer) -> None:
     screenshot(page, "audit")
 
 
+def take_quiesced(page: Any, vm_id: str, name: str) -> None:
+    """Take a quiesced VM snapshot of ``vm_id`` from the instances page; open its page."""
+    from selenium.webdriver.common.by import By
+
+    vm = section(page, vm_id)
+    vm.find_element(By.TAG_NAME, "summary").click()  # open the form
+    form = vm.find_element(By.CSS_SELECTOR, "details.take")
+    by_label(form, "Name").send_keys(name)
+    form.find_element(By.XPATH, ".//label[normalize-space()='Quiesce VM']//input").click()
+    form.find_element(By.XPATH, ".//button[normalize-space()='Take VM snapshot']").click()
+    until(page, lambda d: d.find_elements(By.LINK_TEXT, name), "the new snapshot")
+    link = page.find_element(By.LINK_TEXT, name)
+    state = link.find_element(By.XPATH, "./following-sibling::span[1]")
+    until(page, lambda d: state.text == "ready", "the snapshot ready")
+    link.click()
+
+
 def test_a_kvm_snapshot_draws_the_freeze_from_quiesce_to_thaw(page: Any, server: UiServer) -> None:
     from selenium.webdriver.common.by import By
 
     sign_in(page, server, "admin", SECRET)
-    vm = section(page, "vm-kvm")
-    vm.find_element(By.TAG_NAME, "summary").click()  # open the form
-    form = vm.find_element(By.CSS_SELECTOR, "details.take")
-    by_label(form, "Name").send_keys("kvm-nightly")
-    form.find_element(By.XPATH, ".//label[normalize-space()='Quiesce VM']//input").click()
-    form.find_element(By.XPATH, ".//button[normalize-space()='Take VM snapshot']").click()
-    until(page, lambda d: d.find_elements(By.LINK_TEXT, "kvm-nightly"), "the new snapshot")
-    link = page.find_element(By.LINK_TEXT, "kvm-nightly")
-    state = link.find_element(By.XPATH, "./following-sibling::span[1]")
-    until(page, lambda d: state.text == "ready", "the snapshot ready")
-    link.click()
+    take_quiesced(page, "vm-kvm", "kvm-nightly")
     picture = until(
         page, lambda d: d.find_elements(By.CSS_SELECTOR, "svg.timeline"), "the picture"
     )[0]
@@ -305,3 +326,42 @@ def test_a_kvm_snapshot_draws_the_freeze_from_quiesce_to_thaw(page: Any, server:
     assert "frozen " in drawn and "quiesce → quiesced=true, frozen=true" in drawn
     assert "unquiesce → thawed=true" in drawn
     screenshot(page, "snapshot-timeline-kvm")
+
+
+def test_hooks_are_drawn_around_the_freeze_and_their_output_is_shown_escaped(
+    page: Any, server: UiServer
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    sign_in(page, server, "admin", SECRET)
+    take_quiesced(page, "vm-kvm", "kvm-hooked")
+    picture = until(
+        page, lambda d: d.find_elements(By.CSS_SELECTOR, "svg.timeline"), "the picture"
+    )[0]
+    lanes = [
+        e.get_attribute("textContent") for e in picture.find_elements(By.CSS_SELECTOR, "text.lane")
+    ]
+    assert lanes[:3] == ["freeze window", "hooks", "kvm1"], lanes
+    drawn = picture.get_attribute("textContent")
+    assert "pre-freeze hook → ok, exit 0, " in drawn and "post-thaw hook → ok, exit 0, " in drawn
+    assert "consistency: application" in text(page)
+
+    table = page.find_element(By.ID, "hooks")
+    rows = [
+        [c.text for c in r.find_elements(By.XPATH, "./th | ./td")][:6]
+        for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")
+    ]
+    assert [r[:2] + r[3:5] for r in rows] == [
+        ["Pre-freeze hook", "host", "ok", "0"],
+        ["Post-thaw hook", "host", "ok", "0"],
+    ]
+    assert rows[0][2].startswith("/bin/sh -c printf") and rows[0][5].endswith(" ms")
+    # The output is collapsed, then shown as text: no markup ran, the controls are visible.
+    output = table.find_element(By.CSS_SELECTOR, "tbody tr details.output")
+    pre = output.find_element(By.TAG_NAME, "pre")
+    assert output.get_attribute("open") is None and not pre.is_displayed()
+    output.find_element(By.TAG_NAME, "summary").click()
+    until(page, lambda d: pre.is_displayed(), "the output shown")
+    assert pre.text == MARKUP + "\\x1b[31mred\\u202e"
+    assert not page.find_elements(By.ID, "injected") and page.title != "pwned"
+    screenshot(page, "snapshot-hooks")

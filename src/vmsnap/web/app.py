@@ -22,6 +22,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from vmsnap.controller import Controller
+from vmsnap.web import hooks
 from vmsnap.web.access import Directory, User
 from vmsnap.web.session import COOKIE, Session, Sessions
 from vmsnap.web.tasks import Tasks
@@ -62,6 +63,8 @@ class WebUi:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        self.templates.filters["visible"] = hooks.visible
+        self.templates.filters["hook_title"] = hooks.title
         from vmsnap.web import actions, pages  # the routes need this object first
 
         routes = [*pages.Pages(self).routes(), *actions.Actions(self).routes()]

@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 from vmsnap.domain.exceptions import NotFound
 from vmsnap.views import EventView, VmSnapshotView
-from vmsnap.web import model, timeline
+from vmsnap.web import hooks, model, timeline
 from vmsnap.web.access import User, visible_vms
 from vmsnap.web.app import WebUi, redirect, signed_in
 
@@ -57,6 +57,7 @@ class Pages:
             "actor": actor,
             "since": timeline.offsets(events),
             "kinds": timeline.row_kinds(events),
+            "hooks": hooks.in_order(snap.hooks),
         }
         return self.ui.render(request, "snapshot.html", context)
 

@@ -1,7 +1,8 @@
 """
 A snapshot's audit timeline drawn as an SVG picture on a time axis (server-rendered):
-the freeze window, each hypervisor or driver call as a bar with its answer, the AND-rule
-decision, failures and compensations in their own colour.
+the freeze window, each hypervisor or driver call as a bar with its answer, the hooks
+around the freeze (issue #19) in a lane of their own, the AND-rule decision, failures and
+compensations in their own colour.
 
 Each event is one answer; a call's bar runs from the step that started it (the latest
 ``*Started``, ``Quiesced`` or decision event, or the lane's previous answer) to its answer.
@@ -18,9 +19,11 @@ from typing import Any
 import attrs
 
 from vmsnap.domain.snapshot_base import SnapshotAggregate
+from vmsnap.domain.values import HOOK_OK, PRE_FREEZE
 from vmsnap.domain.vm_snapshot import VmSnapshot
 from vmsnap.domain.volume_snapshot import VolumeSnapshot
 from vmsnap.views import EventView
+from vmsnap.web.hooks import visible
 
 WIDTH, LEFT, RIGHT, TOP, LANE_H = 960, 170, 20, 34, 30
 CHAR_W = 6.6  # the width of a label's character, about (12px sans-serif)
@@ -36,12 +39,15 @@ PHASES = (
     V.RevertStarted,
     S.DeleteStarted,
     S.UnquiesceDecided,
+    S.HookStarted,
 )
 FAILURES = (S.Failed, S.DeadlineExceeded, S.AlertRaised, V.RevertFailed)
 #: the events that end a quiesce window (a frozen VM's ends at its thaw)
 WINDOW_ENDS = (S.Unquiesced, S.Completed, S.Failed)
 #: how the hypervisor's unquiesce is drawn, by its reason
 UNQUIESCE_KIND = {"failure": "compensation", "recovery": "compensation", "deadline": "failure"}
+#: the hooks' lane, drawn right under the freeze window that they bracket
+HOOKS = "hooks"
 
 
 @attrs.frozen
@@ -64,6 +70,14 @@ def _yes(value: bool) -> str:
 
 def _undone(compensation: bool) -> str:
     return "compensation" if compensation else "call"
+
+
+def _hook(e: SnapshotAggregate.HookEnded) -> str:
+    name = "pre-freeze hook" if e.hook == PRE_FREEZE else "post-thaw hook"
+    if e.error is not None and e.exit_code is None and not e.timed_out:
+        return visible(f"{name} ✗ {e.error}")
+    code = "" if e.exit_code is None else f", exit {e.exit_code}"
+    return f"{name} → {e.status}{code}, {e.duration_ms} ms"
 
 
 Call = tuple[str | None, str, str]  # lane (None: the hypervisor's), label, kind
@@ -101,6 +115,7 @@ CALLS: dict[type, Callable[[Any], Call]] = {
         "delete_vm_snapshot → done",
         _undone(e.compensation),
     ),
+    S.HookEnded: lambda e: (HOOKS, _hook(e), "call" if e.status == HOOK_OK else "failure"),
     Vol.VolumeSnapshotTaken: lambda e: (e.pool_id, f"take_snapshot → {e.name}", "call"),
     Vol.VolumeSnapshotDeleted: lambda e: (
         e.pool_id,
@@ -152,7 +167,7 @@ class _Drawing:
             lane, label, kind = draw(event)
             lane = lane or self.hypervisor
             if lane not in self.lanes:
-                self.lanes.append(lane)
+                self.lanes.insert(1 if lane == HOOKS else len(self.lanes), lane)
             start = max(self.phase, self.last_on.get(lane, 0.0))
             self.bars.append(Bar(lane, start, at, label, kind))
             self.last_on[lane] = at

@@ -106,6 +106,28 @@ def digest(originator_id: Any, version: int, topic: str, state: Any) -> bytes:
     """
     The SHA-256 digest of one stored event (the bytes as stored: encrypted, if they are).
     """
+    if (
+        type(originator_id) is str
+        and len(originator_id) == 32
+        and type(version) is int
+        and type(topic) is str
+        and type(state) is bytes
+    ):  # the form vmsnap stores on SQLite: the same bytes hashed, fewer calls (profiled)
+        o, v, t = originator_id.lower().encode(), str(version).encode(), topic.encode()
+        return hashlib.sha256(
+            b"".join(
+                (
+                    len(o).to_bytes(8, "big"),
+                    o,
+                    len(v).to_bytes(8, "big"),
+                    v,
+                    len(t).to_bytes(8, "big"),
+                    t,
+                    len(state).to_bytes(8, "big"),
+                    state,
+                )
+            )
+        ).digest()
     if isinstance(originator_id, str) and len(originator_id) == 32:
         oid = originator_id.lower()  # SQLite stores the hex form already
     elif isinstance(originator_id, UUID):

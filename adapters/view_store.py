@@ -16,7 +16,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification, PersistenceError
 
-from vmsnap.adapters.chain import seal
+from vmsnap.adapters.chain import events_page, seal
+from vmsnap.adapters.decoding import fast_event
 from vmsnap.adapters.store import PAGE, EventLog, store_failure
 from vmsnap.domain.exceptions import StoreError
 from vmsnap.projections.cached_rows import CachedRows
@@ -54,12 +55,9 @@ def open_views(log: EventLog, project: Projector, *, migrate: bool = False) -> V
 
 
 def _notification(row: Any) -> Notification:
+    # A row of chain.events_page: (rowid, originator id, version, topic, state).
     return Notification(
-        id=row["rowid"],
-        originator_id=UUID(row["originator_id"]),
-        originator_version=row["originator_version"],
-        topic=row["topic"],
-        state=row["state"],
+        id=row[0], originator_id=UUID(row[1]), originator_version=row[2], topic=row[3], state=row[4]
     )
 
 
@@ -229,19 +227,16 @@ class SqliteViews:
             # a reader while holding the writer deadlocks (memory stores, busy threads).
             table = self.log.recorder.events_table_name  # type: ignore[attr-defined]
             while True:
-                c.execute(
-                    f"SELECT rowid, * FROM {table} WHERE rowid>? ORDER BY rowid LIMIT ?",
-                    (position, PAGE),
-                )
-                page = c.fetchall()
+                page = events_page(c, table, position)  # rows as tuples: no sqlite3.Row
+                mapper, project = self.log.mapper, self.project
                 for row in page:
-                    event = self.log.mapper.to_domain_event(_notification(row))
-                    self.project(event, rows, row["rowid"])
+                    event = fast_event(mapper, row) or mapper.to_domain_event(_notification(row))
+                    project(event, rows, row[0])
                 if len(page) < PAGE:
                     if page:
-                        position = page[-1]["rowid"]
+                        position = page[-1][0]
                     break
-                position = page[-1]["rowid"]
+                position = page[-1][0]
             rows.flush()
             if position != start:
                 c.execute(f"UPDATE {TRACKING} SET position=? WHERE name='views'", (position,))

@@ -20,13 +20,32 @@ def event_type(event: Any) -> str:
 
 
 _PLAIN = (str, int, float, type(None))
+#: Exact types json_safe returns as they are, answered by one set look-up (an export
+#: walks every value of every event; profiled).
+_AS_IS = frozenset({str, int, float, bool, type(None)})
+_FIELDS: dict[type, tuple[str, ...]] = {}  # attrs class -> its field names, in order
 
 
 def json_safe(value: Any) -> Any:
-    if isinstance(value, _PLAIN):  # most values: answer before the costlier checks
+    kind = type(value)
+    if kind in _AS_IS:
+        return value
+    if kind is dict:
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [json_safe(v) for v in value]
+    names = _FIELDS.get(kind)
+    if names is not None:
+        return {name: json_safe(getattr(value, name)) for name in names}
+    return _json_safe(value)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, _PLAIN):  # subclasses of the plain types
         return value
     if attrs.has(type(value)):
-        return {f.name: json_safe(getattr(value, f.name)) for f in attrs.fields(type(value))}
+        names = _FIELDS[type(value)] = tuple(f.name for f in attrs.fields(type(value)))
+        return {name: json_safe(getattr(value, name)) for name in names}
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -17,6 +17,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Mapper, Notification
 
+from vmsnap.adapters.decoding import fast_event
 from vmsnap.domain.api_job import ApiJob
 from vmsnap.domain.api_refusal import ApiRefusal
 from vmsnap.domain.pool import Pool
@@ -119,13 +120,25 @@ def decode(mapper: Mapper[UUID], row: Any) -> Any:
     Raises:
         Unreadable: unknown topic, undecodable bytes, or data that does not fit its type.
     """
-    position, oid, version, topic, state = row[:5]
-    topic = str(topic)
+    topic = str(row[3])
     if topic not in EVENT_CLASSES:
         raise Unreadable(f"its type {topic[:80]!r} is not one of vmsnap's events")
+    event = fast_event(mapper, row) or _mapped(mapper, topic, row)
+    missing = REQUIRED[topic] - event.__dict__.keys()
+    if missing:
+        raise Unreadable(
+            f"its data lacks the fields {sorted(missing)} of its type "
+            f"{EVENT_CLASSES[topic].__qualname__}"
+        )
+    return event
+
+
+def _mapped(mapper: Mapper[UUID], topic: str, row: Any) -> Any:
+    # The library's own path: any row, and the exact message of whatever fails.
+    position, oid, version, _, state = row[:5]
     try:
         data = state.encode() if isinstance(state, str) else bytes(state)
-        event: Any = mapper.to_domain_event(
+        return mapper.to_domain_event(
             Notification(
                 id=int(position),
                 originator_id=oid if isinstance(oid, UUID) else UUID(str(oid)),
@@ -136,10 +149,3 @@ def decode(mapper: Mapper[UUID], row: Any) -> Any:
         )
     except Exception as e:  # any stored bytes may be damaged: a finding, not a crash
         raise Unreadable(f"it cannot be decoded ({type(e).__name__}: {e})") from None
-    missing = REQUIRED[topic] - set(vars(event))
-    if missing:
-        raise Unreadable(
-            f"its data lacks the fields {sorted(missing)} of its type "
-            f"{EVENT_CLASSES[topic].__qualname__}"
-        )
-    return event

@@ -81,6 +81,6 @@ def fast_event(mapper: Mapper[UUID], row: Any) -> Any:
         return None
     event_state["originator_id"] = uid
     event_state["originator_version"] = version
-    event = object.__new__(cls)
+    event: Any = object.__new__(cls)
     object.__setattr__(event, "__dict__", event_state)
     return event

@@ -12,7 +12,7 @@ event is told apart from a changed one; the hash ties each seal to every one bef
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -156,24 +156,51 @@ def seal(cursor: Any, events_table: str, dialect: str = "sqlite") -> int:
     Seal every event recorded after the last seal, in log order; return the last sealed
     position. Runs inside the caller's write transaction, so each event is sealed once.
     """
-    sql = SQL[dialect]
-    if dialect == "sqlite":  # SQLite stores create their own tables as they go
-        create(cursor)
-    cursor.execute(sql["head"])
-    head = cursor.fetchone()
-    position, previous = (0, GENESIS) if head is None else (int(head[0]), bytes(head[1]))
-    while True:
-        rows = events_page(cursor, events_table, position, dialect)
+    return Sealer(cursor, dialect).finish(events_table)
+
+
+class Sealer:
+    """
+    Seals events as a caller that reads the log anyway hands them over (the catch-up:
+    one read of the log instead of two), then the rest from the log (:meth:`finish`).
+    """
+
+    def __init__(self, cursor: Any, dialect: str = "sqlite") -> None:
+        self.cursor, self.dialect = cursor, dialect
+        if dialect == "sqlite":  # SQLite stores create their own tables as they go
+            create(cursor)
+        cursor.execute(SQL[dialect]["head"])
+        last = cursor.fetchone()
+        self.position, self.previous = (
+            (0, GENESIS) if last is None else (int(last[0]), bytes(last[1]))
+        )
+
+    def add(self, after: int, rows: Sequence[Any]) -> None:
+        """
+        ``rows``: every event after position ``after``, in log order (a page). Only those
+        that follow the last seal directly are sealed here; a gap is left to finish().
+        """
+        if self.position < after:
+            return
         params = []
+        position, previous = self.position, self.previous
         for row in rows:
-            position = int(row[0])
-            d = row_digest(row)
-            previous = link(previous, position, d)
-            params.append((position, d, previous))
+            if int(row[0]) > position:
+                position = int(row[0])
+                d = row_digest(row)
+                previous = link(previous, position, d)
+                params.append((position, d, previous))
         if params:
-            cursor.executemany(sql["insert"], params)
-        if len(rows) < PAGE:
-            return position
+            self.cursor.executemany(SQL[self.dialect]["insert"], params)
+        self.position, self.previous = position, previous
+
+    def finish(self, events_table: str) -> int:
+        """Seal what is left in the log after the last seal; return the last position."""
+        while True:
+            rows = events_page(self.cursor, events_table, self.position, self.dialect)
+            self.add(self.position, rows)
+            if len(rows) < PAGE:
+                return self.position
 
 
 def head(cursor: Any, dialect: str = "sqlite") -> tuple[int, str] | None:

@@ -16,7 +16,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification, PersistenceError
 
-from vmsnap.adapters.chain import events_page, seal
+from vmsnap.adapters.chain import Sealer, events_page
 from vmsnap.adapters.decoding import fast_event
 from vmsnap.adapters.store import PAGE, EventLog, store_failure
 from vmsnap.domain.exceptions import StoreError
@@ -222,16 +222,18 @@ class SqliteViews:
             c.execute(f"SELECT position FROM {TRACKING} WHERE name='views'")
             position = int(c.fetchone()[0])
             rows = CachedRows(CursorRows(c))  # one write per row touched, not per event
+            sealer = Sealer(c)
             start = position
             # Read the log through this transaction's own connection: asking the pool for
             # a reader while holding the writer deadlocks (memory stores, busy threads).
             table = self.log.recorder.events_table_name  # type: ignore[attr-defined]
             while True:
-                page = events_page(c, table, position)  # rows as tuples: no sqlite3.Row
+                page = events_page(c, table, position)
                 mapper, project = self.log.mapper, self.project
                 for row in page:
                     event = fast_event(mapper, row) or mapper.to_domain_event(_notification(row))
                     project(event, rows, row[0])
+                sealer.add(position, page)  # the chain, from the rows in hand (ADR 0025)
                 if len(page) < PAGE:
                     if page:
                         position = page[-1][0]
@@ -240,7 +242,7 @@ class SqliteViews:
             rows.flush()
             if position != start:
                 c.execute(f"UPDATE {TRACKING} SET position=? WHERE name='views'", (position,))
-            seal(c, table)  # the tamper-evident chain, in this same transaction (ADR 0011)
+            sealer.finish(table)  # the tamper-evident chain, in this same transaction (ADR 0011)
             return position
 
     def rebuild(self) -> int:

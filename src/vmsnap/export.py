@@ -60,7 +60,9 @@ def exported(
             position = int(row[0])
             while s is not None and s.position < position:
                 s = next(sealed, None)
-            state = row[4].encode() if isinstance(row[4], str) else bytes(row[4])
+            state = row[4]
+            if type(state) is not bytes:  # bytes as stored are kept, not copied
+                state = state.encode() if isinstance(state, str) else bytes(state)
             if s is not None and s.position == position:
                 digest, chain_hash = s.digest, s.hash
             else:

@@ -108,3 +108,19 @@ def fast_event(mapper: Mapper[UUID], row: Any) -> Any:
     event: Any = object.__new__(cls)
     object.__setattr__(event, "__dict__", event_state)
     return event
+
+
+_TEXTS: dict[Any, str] = {}
+
+
+def id_text(stored: Any, uid: UUID) -> str:
+    """
+    ``str(uid)``, remembered by the id as stored (``uid`` was decoded from ``stored``):
+    an aggregate's events follow one another, and a UUID formats in Python.
+    """
+    text = _TEXTS.get(stored)
+    if text is None:
+        if len(_TEXTS) >= 4096:
+            _TEXTS.clear()  # bounded: memory stays flat however long the log
+        text = _TEXTS[stored] = str(uid)
+    return text

@@ -18,6 +18,7 @@ from eventsourcing.persistence import Notification, PersistenceError
 
 from vmsnap.adapters.chain import Sealer, events_page
 from vmsnap.adapters.decoding import fast_event
+from vmsnap.adapters.json_text import dumps_sorted
 from vmsnap.adapters.store import PAGE, EventLog, store_failure
 from vmsnap.domain.exceptions import StoreError
 from vmsnap.projections.cached_rows import CachedRows
@@ -99,6 +100,7 @@ class CursorRows:
 
     def __init__(self, cursor: Any) -> None:
         self.c = cursor
+        self._upserts: dict[str, str] = {}  # table -> its upsert, made once (profiled)
 
     def table(self, name: str) -> str:
         return _table(name)
@@ -110,15 +112,17 @@ class CursorRows:
 
     def put(self, table: str, key: str, doc: Doc, seq: int) -> None:
         cols = TABLES[table]
+        sql = self._upserts.get(table)
+        if sql is None:
+            names = ", ".join(("key", "seq", *cols, "doc"))
+            marks = ", ".join([self.mark] * (len(cols) + 3))
+            updates = ", ".join(f"{col}=excluded.{col}" for col in (*cols, "doc"))
+            sql = self._upserts[table] = (
+                f"INSERT INTO {self.table(table)} ({names}) VALUES ({marks}) "
+                f"ON CONFLICT(key) DO UPDATE SET {updates}"
+            )
         values = [doc.get(col) for col in cols]
-        names = ", ".join(("key", "seq", *cols, "doc"))
-        marks = ", ".join([self.mark] * (len(cols) + 3))
-        updates = ", ".join(f"{col}=excluded.{col}" for col in (*cols, "doc"))
-        self.c.execute(
-            f"INSERT INTO {self.table(table)} ({names}) VALUES ({marks}) "
-            f"ON CONFLICT(key) DO UPDATE SET {updates}",
-            (key, seq, *values, json.dumps(doc, sort_keys=True)),
-        )
+        self.c.execute(sql, (key, seq, *values, dumps_sorted(doc)))
 
     def delete(self, table: str, key: str) -> None:
         self.c.execute(f"DELETE FROM {self.table(table)} WHERE key={self.mark}", (key,))

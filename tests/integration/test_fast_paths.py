@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from tests.conftest import STORE_FILE, world_config
 from tests.support import write_config
 from vmsnap import Controller
+from vmsnap.adapters import json_text
 from vmsnap.adapters.chain import _field, digest
 from vmsnap.adapters.decoding import fast_event
 from vmsnap.adapters.log_reader import mapper_for
@@ -130,3 +131,16 @@ def test_the_digest_of_a_plain_row_frames_as_the_generic_digest(
 ) -> None:
     generic = hashlib.sha256(_field(oid.lower()) + _field(version) + _field(topic) + _field(state))
     assert digest(oid, version, topic, state) == generic.digest()
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(doc=_JSON)
+def test_json_text_writes_what_json_dumps_writes(doc: Any) -> None:
+    assert json_text.dumps(doc) == json.dumps(doc)
+    assert json_text.dumps_sorted(doc) == json.dumps(doc, sort_keys=True)

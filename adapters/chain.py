@@ -12,7 +12,7 @@ event is told apart from a changed one; the hash ties each seal to every one bef
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from uuid import UUID
 
@@ -113,21 +113,8 @@ def digest(originator_id: Any, version: int, topic: str, state: Any) -> bytes:
         and type(topic) is str
         and type(state) is bytes
     ):  # the form vmsnap stores on SQLite: the same bytes hashed, fewer calls (profiled)
-        o, v, t = originator_id.lower().encode(), str(version).encode(), topic.encode()
-        return hashlib.sha256(
-            b"".join(
-                (
-                    len(o).to_bytes(8, "big"),
-                    o,
-                    len(v).to_bytes(8, "big"),
-                    v,
-                    len(t).to_bytes(8, "big"),
-                    t,
-                    len(state).to_bytes(8, "big"),
-                    state,
-                )
-            )
-        ).digest()
+        parts = (originator_id.lower().encode(), str(version).encode(), topic.encode(), state)
+        return hashlib.sha256(b"".join(len(b).to_bytes(8, "big") + b for b in parts)).digest()
     if isinstance(originator_id, str) and len(originator_id) == 32:
         oid = originator_id.lower()  # SQLite stores the hex form already
     elif isinstance(originator_id, UUID):
@@ -156,51 +143,9 @@ def seal(cursor: Any, events_table: str, dialect: str = "sqlite") -> int:
     Seal every event recorded after the last seal, in log order; return the last sealed
     position. Runs inside the caller's write transaction, so each event is sealed once.
     """
+    from vmsnap.adapters.sealing import Sealer  # it builds on this module
+
     return Sealer(cursor, dialect).finish(events_table)
-
-
-class Sealer:
-    """
-    Seals events as a caller that reads the log anyway hands them over (the catch-up:
-    one read of the log instead of two), then the rest from the log (:meth:`finish`).
-    """
-
-    def __init__(self, cursor: Any, dialect: str = "sqlite") -> None:
-        self.cursor, self.dialect = cursor, dialect
-        if dialect == "sqlite":  # SQLite stores create their own tables as they go
-            create(cursor)
-        cursor.execute(SQL[dialect]["head"])
-        last = cursor.fetchone()
-        self.position, self.previous = (
-            (0, GENESIS) if last is None else (int(last[0]), bytes(last[1]))
-        )
-
-    def add(self, after: int, rows: Sequence[Any]) -> None:
-        """
-        ``rows``: every event after position ``after``, in log order (a page). Only those
-        that follow the last seal directly are sealed here; a gap is left to finish().
-        """
-        if self.position < after:
-            return
-        params = []
-        position, previous = self.position, self.previous
-        for row in rows:
-            if int(row[0]) > position:
-                position = int(row[0])
-                d = row_digest(row)
-                previous = link(previous, position, d)
-                params.append((position, d, previous))
-        if params:
-            self.cursor.executemany(SQL[self.dialect]["insert"], params)
-        self.position, self.previous = position, previous
-
-    def finish(self, events_table: str) -> int:
-        """Seal what is left in the log after the last seal; return the last position."""
-        while True:
-            rows = events_page(self.cursor, events_table, self.position, self.dialect)
-            self.add(self.position, rows)
-            if len(rows) < PAGE:
-                return self.position
 
 
 def head(cursor: Any, dialect: str = "sqlite") -> tuple[int, str] | None:

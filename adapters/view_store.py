@@ -16,9 +16,10 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification, PersistenceError
 
-from vmsnap.adapters.chain import Sealer, events_page
+from vmsnap.adapters.chain import events_page
 from vmsnap.adapters.decoding import fast_event
 from vmsnap.adapters.json_text import dumps_sorted
+from vmsnap.adapters.sealing import Sealer
 from vmsnap.adapters.store import PAGE, EventLog, store_failure
 from vmsnap.domain.exceptions import StoreError
 from vmsnap.projections.cached_rows import CachedRows

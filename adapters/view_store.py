@@ -16,7 +16,10 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification, PersistenceError
 
-from vmsnap.adapters.chain import seal
+from vmsnap.adapters.chain import events_page
+from vmsnap.adapters.decoding import fast_event
+from vmsnap.adapters.json_text import dumps_sorted
+from vmsnap.adapters.sealing import Sealer
 from vmsnap.adapters.store import PAGE, EventLog, store_failure
 from vmsnap.domain.exceptions import StoreError
 from vmsnap.projections.cached_rows import CachedRows
@@ -54,12 +57,9 @@ def open_views(log: EventLog, project: Projector, *, migrate: bool = False) -> V
 
 
 def _notification(row: Any) -> Notification:
+    # A row of chain.events_page: (rowid, originator id, version, topic, state).
     return Notification(
-        id=row["rowid"],
-        originator_id=UUID(row["originator_id"]),
-        originator_version=row["originator_version"],
-        topic=row["topic"],
-        state=row["state"],
+        id=row[0], originator_id=UUID(row[1]), originator_version=row[2], topic=row[3], state=row[4]
     )
 
 
@@ -101,6 +101,7 @@ class CursorRows:
 
     def __init__(self, cursor: Any) -> None:
         self.c = cursor
+        self._upserts: dict[str, str] = {}  # table -> its upsert, made once (profiled)
 
     def table(self, name: str) -> str:
         return _table(name)
@@ -112,15 +113,17 @@ class CursorRows:
 
     def put(self, table: str, key: str, doc: Doc, seq: int) -> None:
         cols = TABLES[table]
+        sql = self._upserts.get(table)
+        if sql is None:
+            names = ", ".join(("key", "seq", *cols, "doc"))
+            marks = ", ".join([self.mark] * (len(cols) + 3))
+            updates = ", ".join(f"{col}=excluded.{col}" for col in (*cols, "doc"))
+            sql = self._upserts[table] = (
+                f"INSERT INTO {self.table(table)} ({names}) VALUES ({marks}) "
+                f"ON CONFLICT(key) DO UPDATE SET {updates}"
+            )
         values = [doc.get(col) for col in cols]
-        names = ", ".join(("key", "seq", *cols, "doc"))
-        marks = ", ".join([self.mark] * (len(cols) + 3))
-        updates = ", ".join(f"{col}=excluded.{col}" for col in (*cols, "doc"))
-        self.c.execute(
-            f"INSERT INTO {self.table(table)} ({names}) VALUES ({marks}) "
-            f"ON CONFLICT(key) DO UPDATE SET {updates}",
-            (key, seq, *values, json.dumps(doc, sort_keys=True)),
-        )
+        self.c.execute(sql, (key, seq, *values, dumps_sorted(doc)))
 
     def delete(self, table: str, key: str) -> None:
         self.c.execute(f"DELETE FROM {self.table(table)} WHERE key={self.mark}", (key,))
@@ -224,28 +227,27 @@ class SqliteViews:
             c.execute(f"SELECT position FROM {TRACKING} WHERE name='views'")
             position = int(c.fetchone()[0])
             rows = CachedRows(CursorRows(c))  # one write per row touched, not per event
+            sealer = Sealer(c)
             start = position
             # Read the log through this transaction's own connection: asking the pool for
             # a reader while holding the writer deadlocks (memory stores, busy threads).
             table = self.log.recorder.events_table_name  # type: ignore[attr-defined]
             while True:
-                c.execute(
-                    f"SELECT rowid, * FROM {table} WHERE rowid>? ORDER BY rowid LIMIT ?",
-                    (position, PAGE),
-                )
-                page = c.fetchall()
+                page = events_page(c, table, position)
+                mapper, project = self.log.mapper, self.project
                 for row in page:
-                    event = self.log.mapper.to_domain_event(_notification(row))
-                    self.project(event, rows, row["rowid"])
+                    event = fast_event(mapper, row) or mapper.to_domain_event(_notification(row))
+                    project(event, rows, row[0])
+                sealer.add(position, page)  # the chain, from the rows in hand (ADR 0025)
                 if len(page) < PAGE:
                     if page:
-                        position = page[-1]["rowid"]
+                        position = page[-1][0]
                     break
-                position = page[-1]["rowid"]
+                position = page[-1][0]
             rows.flush()
             if position != start:
                 c.execute(f"UPDATE {TRACKING} SET position=? WHERE name='views'", (position,))
-            seal(c, table)  # the tamper-evident chain, in this same transaction (ADR 0011)
+            sealer.finish(table)  # the tamper-evident chain, in this same transaction (ADR 0011)
             return position
 
     def rebuild(self) -> int:

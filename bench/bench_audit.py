@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import result_line
 
 SIZES = (10_000, 100_000, 1_000_000)
-RATE_TARGET = 0.7  # export and verify events/s, as a share of the raw read rate
+EXPORT_TARGET = 0.8  # export events/s, as a share of the read + decode rate (#18)
+VERIFY_TARGET = 0.5  # verify events/s, as a share of the read + decode rate (#18)
 VMS = 500
 PER_SNAPSHOT = 11  # events per generated create (see _snapshot_batch)
 
@@ -113,6 +114,12 @@ def _snapshot_batch(vms: list[Any]) -> list[Any]:
 def _measure(what: str, path: Path) -> dict[str, float]:
     """Run one measurement in this process (called in a fresh subprocess)."""
     log = _open(path)
+    # The readers' modules are imported before the clock starts, as the mapper is for the
+    # raw reads: start-up is benchmark 6's, not a cost per event.
+    from vmsnap.adapters.log_reader import LogReader
+    from vmsnap.audit import Audit
+    from vmsnap.verify import verify
+
     start = time.perf_counter()
     if what == "raw":
         events = sum(len(page) for page in log.pages())
@@ -123,17 +130,11 @@ def _measure(what: str, path: Path) -> dict[str, float]:
                 log.mapper.to_domain_event(n)
                 events += 1
     elif what == "export":
-        from vmsnap.adapters.log_reader import LogReader
-        from vmsnap.audit import Audit
-
         events = 0
         with open(os.devnull, "w") as out:  # the CLI's own work: one JSON line per event
             for events, e in enumerate(Audit(LogReader.over(log)).export(), start=1):  # noqa: B007
-                out.write(json.dumps(e.to_dict()) + "\n")
+                out.write(e.json_line())  # what the CLI writes
     else:
-        from vmsnap.adapters.log_reader import LogReader
-        from vmsnap.verify import verify
-
         report = verify(LogReader.over(log))
         assert report.ok, report.problems[:3]
         events = report.events
@@ -182,37 +183,37 @@ def run(sizes: tuple[int, ...] = SIZES) -> str:
         "per page) without decoding; *raw+decode* also maps each to its domain event;",
         "*export* is `audit export` (decode, JSON line); *verify* is `audit verify` (decode,",
         "rules, projection rebuilt into a temporary database, views and chain compared).",
-        f"Target: export and verify at >= {RATE_TARGET} of the raw rate; verify's peak RSS flat.",
+        "Each reader's modules are imported before its clock starts (start-up is",
+        f"benchmark 6). Targets (#18): export >= {EXPORT_TARGET} and verify >= {VERIFY_TARGET}",
+        "of the raw+decode rate; verify's peak RSS flat.",
         "",
         "| events | raw ev/s | raw+decode ev/s | export ev/s | verify ev/s "
-        "| export/raw | verify/raw | verify/raw+decode | verify peak RSS MiB "
-        "| export peak RSS MiB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| export/raw+decode | verify/raw+decode | export/raw | verify/raw "
+        "| verify peak RSS MiB | export peak RSS MiB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for _size, total, _gen_s, m in rows:
         raw, dec, exp, ver = m["raw"], m["raw-decoded"], m["export"], m["verify"]
         lines.append(
             f"| {total:,} | {raw['rate']:,.0f} | {dec['rate']:,.0f} | {exp['rate']:,.0f} "
-            f"| {ver['rate']:,.0f} | {exp['rate'] / raw['rate']:.2f} "
-            f"| {ver['rate'] / raw['rate']:.2f} | {ver['rate'] / dec['rate']:.2f} "
-            f"| {ver['rss_mib']:.0f} | {exp['rss_mib']:.0f} |"
+            f"| {ver['rate']:,.0f} | {exp['rate'] / dec['rate']:.2f} "
+            f"| {ver['rate'] / dec['rate']:.2f} | {exp['rate'] / raw['rate']:.2f} "
+            f"| {ver['rate'] / raw['rate']:.2f} | {ver['rss_mib']:.0f} | {exp['rss_mib']:.0f} |"
         )
     rss = [m["verify"]["rss_mib"] for *_, m in rows]
     flat = "flat" if rss[-1] <= rss[0] * 1.25 + 8 else "GROWS"
-    ratios = [
-        (m["export"]["rate"] / m["raw"]["rate"], m["verify"]["rate"] / m["raw"]["rate"])
-        for *_, m in rows
-    ]
-    slowest = min(min(r) for r in ratios)
+    exports = [m["export"]["rate"] / m["raw-decoded"]["rate"] for *_, m in rows]
+    verifies = [m["verify"]["rate"] / m["raw-decoded"]["rate"] for *_, m in rows]
     lines.insert(
         2,
         result_line(
-            "3. Audit read (export and verify vs the raw log read; verify's memory)",
-            f">= {RATE_TARGET} x raw; memory flat from 10k to 1M events",
-            f"export {min(e for e, _ in ratios):.2f}-{max(e for e, _ in ratios):.2f} x, "
-            f"verify {min(v for _, v in ratios):.2f}-{max(v for _, v in ratios):.2f} x; "
+            "3. Audit read (export and verify vs read + decode; verify's memory)",
+            f"export >= {EXPORT_TARGET} x, verify >= {VERIFY_TARGET} x read + decode; "
+            "memory flat from 10k to 1M events",
+            f"export {min(exports):.2f}-{max(exports):.2f} x, "
+            f"verify {min(verifies):.2f}-{max(verifies):.2f} x; "
             f"RSS {rss[0]:.0f} -> {rss[-1]:.0f} MiB ({flat})",
-            slowest >= RATE_TARGET and flat == "flat",
+            min(exports) >= EXPORT_TARGET and min(verifies) >= VERIFY_TARGET and flat == "flat",
         ),
     )
     lines += [

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import best, filled, result_line, sizes, table
 
 PAGE = 1000
+TARGET = 0.5  # the rebuild, as a share of the read + decode rate (#18)
 
 
 def _raw(db: Path) -> int:
@@ -41,7 +42,7 @@ def run() -> str:
     from vmsnap.projections.rows import MemoryRows
 
     rows = []
-    rates, raws = {}, {}
+    rates, raws, decodes = {}, {}, {}
     for size in sizes():
         config, seconds, events = filled(size)
         db = config.parent / "vmsnap.db"
@@ -64,6 +65,7 @@ def run() -> str:
             mem = best(to_memory, 2)
         rates[size] = events / seconds
         raws[size] = raw
+        decodes[size] = dec
         rows.append(
             (
                 f"{size:,}",
@@ -72,21 +74,23 @@ def run() -> str:
                 f"{events / dec:,.0f}",
                 f"{events / mem:,.0f}",
                 f"{events / seconds:,.0f}",
+                f"{dec / seconds:.2f}",
                 f"{raw / seconds:.3f}",
             )
         )
     large = max(rates)
     _, seconds, events = filled(large)
-    ratio = raws[large] / seconds
+    ratio = decodes[large] / seconds
+    raw_ratio = raws[large] / seconds
     return "\n".join(
         [
             "## 5. Projection rebuild",
             "",
             result_line(
                 f"5. Projection rebuild, {events:,} events",
-                "report vs raw read rate",
-                f"{rates[large]:,.0f} events/s = {ratio:.3f} x raw read",
-                None,
+                f">= {TARGET} x read + decode",
+                f"{ratio:.2f} x ({rates[large]:,.0f} events/s; {raw_ratio:.3f} x the raw read)",
+                ratio >= TARGET,
             ),
             "Method: each store's views caught up from position 0 by `SqliteViews.catch_up` "
             "(one write transaction, log read in pages of 1000) right after the store was "
@@ -104,14 +108,15 @@ def run() -> str:
                     "+ decode ev/s",
                     "+ project in memory ev/s",
                     "rebuild into SQLite views ev/s",
+                    "rebuild ÷ (read + decode)",
                     "rebuild ÷ raw",
                 ],
                 rows,
             ),
             "",
-            "The rebuild's rate stays flat with the log's size (each event costs the same), "
-            "but it is far below the raw read: see the analysis for where the time goes and "
-            "what would be needed in `adapters/view_store.py`.",
+            f"Target (#18): the rebuild at >= {TARGET} of the read + decode rate. The rebuild "
+            "also seals the tamper-evident chain (a SHA-256 digest and link per event) in "
+            "the same transaction; see the analysis for where the time goes.",
         ]
     )
 

@@ -3,7 +3,8 @@ Run vmsnap's benchmarks and write docs/benchmarks.md.
 
     python bench/run.py              # every bench/bench_*.py, sorted
     python bench/run.py --quick      # small sizes: a smoke run of a few seconds each
-    python bench/run.py --only cli   # only bench_cli.py (repeatable)
+    python bench/run.py --only cli   # only bench_cli.py (repeatable); merged into an
+                                     # existing document: its other sections stay
 
 Each ``bench_<topic>.py`` exposes ``run() -> str`` (a markdown section) and may raise
 ``Skipped("why")`` (or any exception named ``Skipped``) when it cannot run here, e.g.
@@ -110,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
             summary += SUMMARY.findall(text)
         took = time.perf_counter() - start
         print(f"  {name}: {took:.1f} s", file=sys.stderr, flush=True)
+        if args.only and args.out.exists():  # merged into the full document: say when
+            heading, _, body = text.partition("\n")
+            ran = " ".join(f"--only {n}" for n in args.only)
+            text = "\n".join([heading, "", f"Run with `python bench/run.py {ran}` on:", ""])
+            text += "\n".join(header) + "\n" + body
         sections.append(text.rstrip() + f"\n\n_{name} ran in {took:.0f} s._\n")
     summary.sort(key=lambda row: (not row[:1].isdigit(), row))  # numbered rows first
     analysis = HERE / "analysis.md"
@@ -132,8 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if analysis.exists() and not args.only:
         doc += [analysis.read_text(encoding="utf-8")]
+    text = "\n".join(doc).rstrip() + "\n"
+    if args.only and args.out.exists():
+        # Only these benchmarks ran: their sections and summary rows replace theirs in
+        # the document; the others (run at other times) and the analysis stay.
+        from _merge import merge
+
+        notes = analysis.read_text(encoding="utf-8") if analysis.exists() else None
+        text = merge(args.out.read_text(encoding="utf-8"), sections, summary, notes)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(doc).rstrip() + "\n", encoding="utf-8")
+    args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out}", file=sys.stderr)
     return 1 if failed else 0
 

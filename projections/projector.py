@@ -70,6 +70,7 @@ def _when(e: Any) -> str:
 
 @project.register
 def _vm_snapshot_requested(e: VmSnapshot.Requested, rows: Rows, position: int) -> None:
+    when = _when(e)
     doc: Doc = {
         "id": str(e.originator_id),
         "vm_id": e.vm_id,
@@ -86,8 +87,8 @@ def _vm_snapshot_requested(e: VmSnapshot.Requested, rows: Rows, position: int) -
         "parent_id": e.parent_id,
         "current": False,
         "hypervisor": e.hypervisor,
-        "created": _when(e),
-        "updated": _when(e),
+        "created": when,
+        "updated": when,
         "frozen_ms": None,
         "hooks": [],
     }

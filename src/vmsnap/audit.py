@@ -13,6 +13,7 @@ from uuid import UUID
 import attrs
 
 from vmsnap.adapters.chain import events_page
+from vmsnap.adapters.decoding import id_text
 from vmsnap.adapters.log_reader import LogReader
 from vmsnap.domain.exceptions import InvalidRequest, NotFound, StoreError
 from vmsnap.domain.snapshot_base import SnapshotAggregate
@@ -84,7 +85,7 @@ class Audit:
             )
         return EventView(
             position=int(row[0]),
-            originator_id=str(event.originator_id),
+            originator_id=id_text(row[1], event.originator_id),
             version=event.originator_version,
             type=event_type(event),
             timestamp=event.timestamp.isoformat(),

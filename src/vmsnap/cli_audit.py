@@ -93,7 +93,7 @@ def audit_export(c: Auditing, args: argparse.Namespace) -> int:
     """JSON lines, whether or not ``--json`` is given."""
     out = sys.stdout
     for e in c.export():
-        out.write(render.json_line(e.to_dict()))
+        out.write(e.json_line())  # = render.json_line(e.to_dict()), made faster
     return EXIT_OK
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from vmsnap.adapters.chain import Seal, events_page, has_chain, row_digest, seals
+from vmsnap.adapters.json_text import dumps
 from vmsnap.adapters.log_reader import LogReader
 from vmsnap.adapters.store import PAGE
 from vmsnap.views import EventView
@@ -40,6 +41,10 @@ class ExportedEvent:
             "hash": None if self.hash is None else self.hash.hex(),
         }
 
+    def json_line(self) -> str:
+        """``json.dumps(self.to_dict()) + "\\n"``: the same text, made faster (ADR 0025)."""
+        return dumps(self.to_dict()) + "\n"
+
     def __getattr__(self, name: str) -> Any:
         # The EventView's fields and decoded event, so an export reads as a timeline does.
         if name == "view":
@@ -60,7 +65,9 @@ def exported(
             position = int(row[0])
             while s is not None and s.position < position:
                 s = next(sealed, None)
-            state = row[4].encode() if isinstance(row[4], str) else bytes(row[4])
+            state = row[4]
+            if type(state) is not bytes:  # bytes as stored are kept, not copied
+                state = state.encode() if isinstance(state, str) else bytes(state)
             if s is not None and s.position == position:
                 digest, chain_hash = s.digest, s.hash
             else:

@@ -370,6 +370,36 @@ def test_ctrl_c_during_a_freeze_thaws_the_guest_recorded_before_it_propagates(
         assert thaw.data["reason"] == "interrupted"
 
 
+def test_an_interrupt_inside_a_save_leaves_a_log_that_recover_replays(tmp_path: Path) -> None:
+    # Ctrl-C can land inside a save, after the events were taken from the aggregate and
+    # before they were stored: the thaw is then recorded on the snapshot as stored, not
+    # on the aggregate that ran ahead of it (which left a version gap: recover failed
+    # with OriginatorVersionError).
+    config = write_config(tmp_path, world_config())
+    with Controller.from_config(config) as ctrl, SimulatorWorld(tmp_path / STATE_FILE) as world:
+        log = ctrl._wiring.log
+        save = log.save
+
+        def interrupted_save(*aggregates: Any) -> Any:
+            snaps = [a for a in aggregates if isinstance(a, VmSnapshot)]
+            if snaps and snaps[0].answers:  # the first driver answer's save, cut short
+                snaps[0].collect_events()
+                raise KeyboardInterrupt
+            return save(*aggregates)
+
+        log.save = interrupted_save  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            ctrl.create_vm_snapshot("vm-kvm", quiesce=True)
+        assert not world.is_frozen("vm-kvm")
+    with Controller.from_config(config) as ctrl:
+        [sid] = [v.in_flight for v in ctrl.list_vms() if v.id == "vm-kvm"]
+        thaws = [e for e in ctrl.audit_timeline(snapshot_id=sid) if e.type == "Snapshot.Unquiesced"]
+        assert [e.data["reason"] for e in thaws] == ["interrupted"]
+        assert ctrl.recover_report().unrecovered == ()
+        assert ctrl.reconcile().ok
+        assert ctrl.audit_verify().ok
+
+
 def test_a_failed_deadline_thaw_is_not_cut_short_by_the_deadline_again(tmp_path: Path) -> None:
     config = write_config(
         tmp_path,

@@ -45,14 +45,8 @@ THAW_ATTEMPTS = 3
 STOP_POLL_S = 0.05  # how soon a frozen VM's running call notices the controller stopping
 
 # Why a thaw or release happened (``Unquiesced.reason``).
-RULE, MANDATORY, FAILURE, RECOVERY, DEADLINE, INTERRUPTED = (
-    "rule",
-    "mandatory",
-    "failure",
-    "recovery",
-    "deadline",
-    "interrupted",
-)
+RULE, MANDATORY, FAILURE, RECOVERY = "rule", "mandatory", "failure", "recovery"
+DEADLINE, INTERRUPTED = "deadline", "interrupted"
 
 
 class StepFailed(Exception):
@@ -77,6 +71,7 @@ class Steps:
         quiesce_deadline_s: float = 60.0,
         max_parallel: int = 8,
         stopping: threading.Event | None = None,
+        reload: Callable[[], SnapshotAggregate] | None = None,
     ) -> None:
         self._store = save
         self.snap = snapshot
@@ -88,6 +83,7 @@ class Steps:
         # Set when the controller stops (``vmsnap serve`` on SIGTERM): a frozen VM is thawed
         # at once rather than when its running calls return.
         self.stopping = stopping
+        self._reload = reload  # the snapshot as stored (after an interrupt, see below)
         self.thaw_by: float | None = None  # monotonic time the frozen VM must be thawed by
         self.answered: list[Answered] = []  # answers of calls, until they are saved
         self.cut_short: str | None = None  # DEADLINE or INTERRUPTED: thawed mid-call
@@ -358,15 +354,28 @@ class Steps:
             # Ctrl-C, SIGTERM or SIGHUP (the CLI raises it): thaw, recorded, before the
             # process exits; the operation stays in flight and recover() compensates it.
             if self.snap.frozen or self.snap.state == QUIESCING:
-                with contextlib.suppress(Exception):
-                    self.thaw_by = None
-                    self.unquiesce(self.snap.ref, thaw=True, release=None, reason=INTERRUPTED)
+                self._thaw_interrupted()
             raise
         except Exception:
             if self.snap.frozen or self.snap.state == QUIESCING:
                 with contextlib.suppress(Exception):
                     self.hv.unquiesce(self.vm, self.snap.ref, thaw=True, release=None)
             raise
+
+    def _thaw_interrupted(self) -> None:
+        """
+        The interrupt may have cut a save short, leaving the aggregate ahead of its record
+        (events taken from it, never stored): record the thaw on the snapshot as stored.
+        Where that cannot be recorded, thaw all the same; recover() records it.
+        """
+        self.thaw_by = None
+        try:
+            if self._reload is not None:
+                self.snap = self._reload()
+            self.unquiesce(self.snap.ref, thaw=True, release=None, reason=INTERRUPTED)
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.hv.unquiesce(self.vm, self.snap.ref, thaw=True, release=None)
 
     def release_after_failure(self, reason: str) -> list[Owed]:
         """

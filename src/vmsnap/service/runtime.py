@@ -201,6 +201,7 @@ class Runtime:
             self.config.limits.quiesce_deadline_s,
             self.config.limits.max_parallel_driver_calls,
             stopping=self.stopping,
+            reload=lambda: self.load(str(snap.id), type(snap)),
         )
         steps.host_hooks = run_host_hook
         return steps

@@ -146,3 +146,27 @@ VOLUME_SNAPSHOT_COMMANDS = {
 
 vm_snapshot_commands = st.lists(st.sampled_from(sorted(VM_SNAPSHOT_COMMANDS)), max_size=25)
 volume_snapshot_commands = st.lists(st.sampled_from(sorted(VOLUME_SNAPSHOT_COMMANDS)), max_size=25)
+
+
+def stub_vm_snapshot(
+    vm_id: str, name: str, *, quiesce: bool, hypervisor: str = "kvm1"
+) -> VmSnapshot:
+    """
+    A storage-strategy VmSnapshot of a KVM VM with no driver groups (allocated, Requested
+    pending): a claimed operation whose recovery has nothing to delete, only a freeze.
+    """
+    return VmSnapshot(
+        vm_id=vm_id,
+        name=name,
+        description=None,
+        memory=False,
+        quiesce_requested=quiesce,
+        strategy="storage",
+        strategy_reason="test",
+        hypervisor=hypervisor,
+        profile="kvm",
+        volumes=[],
+        groups=[],
+        caps={},
+        parent_id=None,
+    )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.strategies import stub_vm_snapshot
 from tests.support import NOT_INSTALLED, write_config
 
 pytest.importorskip("psycopg", reason=NOT_INSTALLED["psycopg"])
@@ -19,7 +20,6 @@ from tests.conftest import volumes_of, world_config
 from vmsnap import Controller
 from vmsnap.adapters.simulator import SimulatorWorld
 from vmsnap.domain.exceptions import OperationInProgress, StoreError
-from vmsnap.domain.vm_snapshot import VmSnapshot
 
 
 def migrated(config: Path, url: str) -> str:
@@ -146,21 +146,7 @@ def test_recover_in_another_controller_compensates_a_create_whose_controller_die
         # A create that claimed vm-kvm and froze it, by a controller that is gone now: its
         # owner names a process of this host that does not run.
         record = dead._runtime.vm_aggregate("vm-kvm")
-        snap = VmSnapshot(
-            vm_id="vm-kvm",
-            name="lost",
-            description=None,
-            memory=False,
-            quiesce_requested=True,
-            strategy="storage",
-            strategy_reason="test",
-            hypervisor="kvm1",
-            profile="kvm",
-            volumes=[],
-            groups=[],
-            caps={},
-            parent_id=None,
-        )
+        snap = stub_vm_snapshot("vm-kvm", "lost", quiesce=True)
         host = dead.owner.split(":")[0]
         record.start("create", str(snap.id), f"{host}:999999999:gone")
         dead._runtime.claim(record, snap)

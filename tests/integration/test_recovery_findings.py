@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import STATE_FILE, VendorPool, world_config
 from tests.crash import SimulatedCrash, die_at_call
 from tests.integration.test_recovery_fencing import Gate, Journal, watch
+from tests.strategies import stub_vm_snapshot
 from tests.support import Config, write_config
 from vmsnap import Controller
 from vmsnap.adapters.simulator import SimulatorWorld
@@ -268,21 +269,7 @@ def test_a_claim_is_alive_only_while_its_process_has_the_start_time_recorded(
     start = start_time(parent) if same_start else "1"
     with Controller.from_config(config) as ctrl:
         record = ctrl._runtime.vm_aggregate("vm-kvm")
-        snap = VmSnapshot(
-            vm_id="vm-kvm",
-            name="claimed",
-            description=None,
-            memory=False,
-            quiesce_requested=False,
-            strategy="storage",
-            strategy_reason="test",
-            hypervisor="kvm1",
-            profile="kvm",
-            volumes=[],
-            groups=[],
-            caps={},
-            parent_id=None,
-        )
+        snap = stub_vm_snapshot("vm-kvm", "claimed", quiesce=False)
         record.start("create", str(snap.id), f"{socket.gethostname()}:{parent}@{start}:tok")
         ctrl._runtime.claim(record, snap)
         recovered = [s.id for s in ctrl.recover()]
